@@ -1,0 +1,198 @@
+"""``fruits``: the command line of Fruits! (``fruits --help``).
+
+Settings come from FRUITS_* environment variables (see the README); the defaults
+talk to the embedded local stack started by ``make up``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from fruits.settings import PROJECT_ROOT, get_settings
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(type(value).__name__)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from fruits.client import PhotoSender, image_files
+    from fruits.kafka import check_reachable
+
+    settings = get_settings()
+    check_reachable(settings)
+    files = image_files(args.paths)
+    if not files:
+        print("no image files found in the given paths", file=sys.stderr)
+        return 2
+    sender = PhotoSender(settings, region=args.region, user_id=args.user_id)
+    started = time.monotonic()
+    with tqdm(files, desc="produce", unit="photo", disable=args.quiet) as bar:
+        for index, path in enumerate(bar):
+            if args.rate:
+                time.sleep(max(0.0, started + index / args.rate - time.monotonic()))
+            photo_id = sender.send_file(path)
+            if args.print_ids:
+                tqdm.write(f"{photo_id}\t{path}")
+    sender.flush()
+    print(f"produced {len(files)} photo events to {settings.topic_photos}", file=sys.stderr)
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from fruits.client import PredictionReader
+
+    reader = PredictionReader(get_settings(), from_beginning=args.from_beginning)
+    count = 0
+    try:
+        for prediction in reader.predictions(timeout=args.timeout):
+            if args.json:
+                print(json.dumps(prediction, default=_json_default), flush=True)
+            else:
+                fruit = prediction["fruit"]
+                name = f" — {fruit['common_name']}" if fruit else ""
+                print(f"{prediction['photo_id']}  {prediction['label']} ({prediction['confidence']:.1%}){name}", flush=True)
+            count += 1
+            if args.count and count >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fruits.featurizer import Featurizer
+    from fruits.model import ModelStore
+    from fruits.s3 import s3_client
+    from fruits.train import train
+
+    settings = get_settings()
+    bundle = train(
+        args.data_dir,
+        Featurizer(settings.featurizer_path, settings.onnx_threads),
+        min_explained_variance=args.min_explained_variance,
+        evaluate=not args.no_evaluate,
+    )
+    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store.save(bundle, make_current=not args.no_publish)
+    evaluation = bundle.manifest.get("evaluation")
+    print(
+        f"bundle {bundle.version}: PCA k={bundle.pca.k} "
+        f"({100 * bundle.pca.explained_variance_ratio.sum():.1f} % of variance), "
+        f"{len(bundle.classifier.labels)} classes"
+        + (f", test top-1 accuracy {100 * evaluation['top1_accuracy']:.2f} %" if evaluation else "")
+        + ("" if args.no_publish else f"; now current in s3://{settings.model_bucket}")
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fruits.demo import run_demo
+
+    return run_demo(get_settings(), args.data, args.limit)
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from fruits.processes import start_services, stop_services
+
+    settings = get_settings()
+    services = start_services(settings.state_dir / "logs")
+    print("services running (logs in " + str(settings.state_dir / "logs") + "); Ctrl-C stops them", file=sys.stderr)
+    try:
+        while all(s.process.poll() is None for s in services.values()):
+            time.sleep(1)
+        dead = [s.name for s in services.values() if s.process.poll() is not None]
+        print(f"service(s) exited: {', '.join(dead)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_services(services)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fruits",
+        description="Fruits!: photos in on Kafka, fruit predictions out. "
+        "Settings: FRUITS_* environment variables (README, 'Configuration').",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    produce = commands.add_parser("produce", help="send photos (files or folders) as photo events")
+    produce.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    produce.add_argument("--region", default="eu", help="user's data region, selects the bucket (default: eu)")
+    produce.add_argument("--user-id", default="cli-user", help="user id put in the events (default: cli-user)")
+    produce.add_argument("--rate", type=float, help="photos per second (default: as fast as possible)")
+    produce.add_argument("--print-ids", action="store_true", help="print 'photo_id<TAB>path' for each photo")
+    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=cmd_produce)
+
+    consume = commands.add_parser("consume", help="print predictions as they arrive")
+    consume.add_argument("--json", action="store_true", help="one JSON object per line")
+    consume.add_argument("--from-beginning", action="store_true", help="start at the oldest retained prediction")
+    consume.add_argument("--count", type=int, help="exit after this many predictions")
+    consume.add_argument(
+        "--timeout", type=float, default=float("inf"), help="exit after this many seconds without a prediction"
+    )
+    consume.set_defaults(func=cmd_consume)
+
+    train = commands.add_parser(
+        "train", help="train a model bundle from labelled images and make it current",
+        description="Featurize DATA_DIR (Fruits-360 layout: Training/<label>/*.jpg, or the Training folder "
+        "itself), fit the PCA and the classifier, publish the bundle to the S3 model store. "
+        "A Test/ folder beside Training/ is scored and the accuracy stored in the bundle.",
+    )
+    train.add_argument("data_dir", type=Path, help="dataset root or its Training folder")
+    train.add_argument(
+        "--min-explained-variance", type=float, default=0.95,
+        help="PCA keeps the fewest components explaining this share of variance (default: 0.95)",
+    )
+    train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
+    train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
+    train.set_defaults(func=cmd_train)
+
+    demo = commands.add_parser(
+        "demo", help="run the sample Test images through the five services and print accuracy and latency",
+        description="Starts the five services, trains a model first if none is current, streams the Test "
+        "images through Kafka and checks every prediction against the folder label.",
+    )
+    demo.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default: {DEFAULT_DATA})")
+    demo.add_argument("--limit", type=int, help="use only this many Test images (spread over all classes)")
+    demo.set_defaults(func=cmd_demo)
+
+    services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")
+    services.set_defaults(func=cmd_services)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        return args.func(args)
+    except (ConnectionError, FileNotFoundError, ValueError) as exc:
+        print(f"fruits {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

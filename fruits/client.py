@@ -1,0 +1,220 @@
+"""The user side of Fruits!: sending photo events and reading predictions."""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from tqdm import tqdm
+
+from fruits.avro import PHOTO_EVENT, PREDICTION, avro_type
+from fruits.kafka import consumer_config, poll_batch, producer_config
+from fruits.s3 import s3_client
+from fruits.settings import Settings
+from fruits.train import IMAGE_SUFFIXES
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """The image files named, and those inside the folders named (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return found
+
+
+def new_photo_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PhotoSender:
+    """Produces PhotoEvents (key = photo_id); photos over the inline limit are uploaded
+    to the region's bucket first and sent as an s3:// reference."""
+
+    def __init__(self, settings: Settings, region: str = "eu", user_id: str = "cli-user") -> None:
+        if region not in settings.region_buckets:
+            raise ValueError(f"unknown region {region!r}; configured: {', '.join(sorted(settings.region_buckets))}")
+        self.settings = settings
+        self.region = region
+        self.user_id = user_id
+        self.producer = Producer(producer_config(settings, **{"enable.idempotence": True, "acks": "all"}))
+        self.failures: list[str] = []
+        self._s3: Any = None
+
+    def _upload(self, photo_id: str, data: bytes, suffix: str) -> str:
+        if self._s3 is None:
+            self._s3 = s3_client(self.settings)
+        bucket = self.settings.region_buckets[self.region]
+        key = f"uploads/{photo_id}{suffix}"
+        self._s3.put_object(Bucket=bucket, Key=key, Body=data)
+        return f"s3://{bucket}/{key}"
+
+    def send_bytes(self, data: bytes, photo_id: str | None = None, name: str = "") -> str:
+        photo_id = photo_id or new_photo_id()
+        inline = len(data) <= self.settings.max_inline_image_bytes
+        event = {
+            "photo_id": photo_id,
+            "user_id": self.user_id,
+            "captured_at": datetime.now(timezone.utc),
+            "region": self.region,
+            "content_type": mimetypes.guess_type(name)[0] if name else None,
+            "image": data if inline else None,
+            "image_uri": None if inline else self._upload(photo_id, data, Path(name).suffix),
+        }
+        self.send_raw(photo_id, avro_type(PHOTO_EVENT).encode(event))
+        return photo_id
+
+    def send_raw(self, photo_id: str, value: bytes) -> None:
+        """Produce an already encoded value (tests use it to send foreign records)."""
+        while True:
+            try:
+                self.producer.produce(
+                    self.settings.topic_photos, key=photo_id.encode(), value=value, on_delivery=self._delivered
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def send_file(self, path: Path, photo_id: str | None = None) -> str:
+        return self.send_bytes(path.read_bytes(), photo_id, path.name)
+
+    def _delivered(self, error: Any, msg: Any) -> None:
+        if error is not None:
+            self.failures.append(f"{msg.key()!r}: {error}")
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every photo to be acknowledged; raise if any was not."""
+        remaining = self.producer.flush(timeout)
+        if remaining or self.failures:
+            raise RuntimeError(
+                f"{remaining} photos unacknowledged after {timeout:.0f} s, {len(self.failures)} failed: "
+                + "; ".join(self.failures[:5])
+            )
+
+
+class PredictionReader:
+    """Reads committed predictions from every partition, from the current end (new
+    predictions only) or from the beginning; never commits offsets."""
+
+    def __init__(self, settings: Settings, from_beginning: bool = False, topic: str | None = None) -> None:
+        self.topic = topic or settings.topic_predictions
+        self.type = avro_type(PREDICTION) if self.topic == settings.topic_predictions else None
+        self.consumer = Consumer(consumer_config(settings, group_id=f"fruits-reader-{uuid.uuid4().hex[:8]}"))
+        try:
+            metadata = self.consumer.list_topics(self.topic, timeout=10)
+        except KafkaException as exc:
+            raise ConnectionError(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
+        topic_metadata = metadata.topics[self.topic]
+        if topic_metadata.error is not None:
+            raise RuntimeError(f"topic {self.topic}: {topic_metadata.error}")
+        partitions = []
+        for partition in topic_metadata.partitions:
+            tp = TopicPartition(self.topic, partition)
+            if from_beginning:
+                tp.offset = OFFSET_BEGINNING
+            else:
+                tp.offset = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+            partitions.append(tp)
+        self.consumer.assign(partitions)
+
+    def messages(self, timeout: float) -> Iterator[Any]:
+        """Messages until ``timeout`` seconds pass without one."""
+        while True:
+            batch = poll_batch(self.consumer, 500, timeout)
+            if not batch:
+                return
+            for msg in batch:
+                if msg.error() is None:
+                    yield msg
+
+    def predictions(self, timeout: float) -> Iterator[dict[str, Any]]:
+        assert self.type is not None
+        for msg in self.messages(timeout):
+            yield self.type.decode(msg.value())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@dataclass
+class RoundTrip:
+    """Photos sent and the predictions that came back, with wall-clock times."""
+
+    sent_at: dict[str, float] = field(default_factory=dict)
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    received_at: dict[str, float] = field(default_factory=dict)
+    send_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    def latencies(self) -> list[float]:
+        return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at)
+
+    def duplicates(self) -> int:
+        return sum(len(found) - 1 for found in self.predictions.values() if len(found) > 1)
+
+    def missing(self) -> list[str]:
+        return [photo_id for photo_id in self.sent_at if photo_id not in self.predictions]
+
+
+def round_trip(
+    settings: Settings,
+    photos: Sequence[tuple[str, Path]],
+    rate: float | None = None,
+    timeout: float = 120.0,
+    progress: str | None = None,
+) -> RoundTrip:
+    """Send ``(photo_id, path)`` photos (at ``rate`` per second, or as fast as
+    possible) and collect their predictions until all arrived or ``timeout`` seconds
+    pass without one. Photos are read into memory first so that disk speed does not
+    pace the sending."""
+    payloads = [(photo_id, path.name, path.read_bytes()) for photo_id, path in photos]
+    expected = {photo_id for photo_id, _ in photos}
+    reader = PredictionReader(settings)
+    sender = PhotoSender(settings)
+    result = RoundTrip()
+    started = time.monotonic()
+
+    def send_all() -> None:
+        for index, (photo_id, name, data) in enumerate(payloads):
+            if rate:
+                time.sleep(max(0.0, started + index / rate - time.monotonic()))
+            result.sent_at[photo_id] = time.monotonic()
+            sender.send_bytes(data, photo_id, name)
+        sender.flush()
+        result.send_seconds = time.monotonic() - started
+
+    thread = threading.Thread(target=send_all, name="photo-sender")
+    thread.start()
+    with tqdm(total=len(payloads), desc=progress, unit="photo", disable=progress is None) as bar:
+        try:
+            for msg in reader.messages(timeout):
+                now = time.monotonic()
+                prediction = reader.type.decode(msg.value())  # type: ignore[union-attr]
+                photo_id = prediction["photo_id"]
+                if photo_id not in expected:
+                    continue
+                if photo_id not in result.predictions:
+                    bar.update(1)
+                    result.received_at[photo_id] = now
+                result.predictions.setdefault(photo_id, []).append(prediction)
+                if len(result.received_at) == len(payloads) and not thread.is_alive():
+                    break
+        finally:
+            thread.join()
+            reader.close()
+    result.total_seconds = time.monotonic() - started
+    return result

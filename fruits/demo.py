@@ -1,0 +1,72 @@
+"""``fruits demo``: the sample's Test images through Kafka and the five services."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from fruits.client import new_photo_id, round_trip
+from fruits.featurizer import Featurizer
+from fruits.kafka import check_reachable
+from fruits.model import ModelStore
+from fruits.processes import start_services, stop_services
+from fruits.s3 import s3_client
+from fruits.settings import Settings
+from fruits.stack import ensure_buckets, ensure_topics
+from fruits.train import LabelledImages, list_images, train
+
+
+def spread(images: LabelledImages, limit: int | None) -> LabelledImages:
+    """Every n-th image, so a limited run still covers all classes."""
+    if not limit or limit >= len(images.paths):
+        return images
+    step = len(images.paths) / limit
+    picked = [int(i * step) for i in range(limit)]
+    return LabelledImages([images.paths[i] for i in picked], [images.labels[i] for i in picked])
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def run_demo(settings: Settings, data: Path, limit: int | None, rate: float = 100.0) -> int:
+    check_reachable(settings)
+    ensure_topics(settings)
+    ensure_buckets(settings)
+    store = ModelStore(s3_client(settings), settings.model_bucket)
+    if store.current_version() is None:
+        print(f"no current model: training on {data / 'Training'} first")
+        bundle = train(data / "Training", Featurizer(settings.featurizer_path, settings.onnx_threads))
+        store.save(bundle)
+        print(f"bundle {bundle.version} is current (PCA k={bundle.pca.k})")
+    print(f"model bundle: {store.current_version()}")
+    test = spread(list_images(data / "Test"), limit)
+    label_of = {}
+    photos = []
+    for path, label in zip(test.paths, test.labels):
+        photo_id = new_photo_id()
+        label_of[photo_id] = label
+        photos.append((photo_id, path))
+
+    print("starting the five services …")
+    services = start_services(settings.state_dir / "logs")
+    try:
+        result = round_trip(settings, photos, rate=rate, progress=f"{len(photos)} photos at {rate:.0f}/s")
+    finally:
+        stop_services(services)
+
+    received = len(result.predictions)
+    correct = sum(found[0]["label"] == label_of[photo_id] for photo_id, found in result.predictions.items())
+    latencies = result.latencies()
+    print()
+    print(f"photos sent            {len(photos)}")
+    print(f"predictions received   {received} (missing {len(result.missing())}, duplicated {result.duplicates()})")
+    print(f"top-1 accuracy         {100 * correct / len(photos):.2f} %  ({correct}/{len(photos)})")
+    if latencies:
+        print(
+            f"latency (send→prediction) p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
+            f"p95 {1000 * percentile(latencies, 0.95):.0f} ms, p99 {1000 * percentile(latencies, 0.99):.0f} ms, "
+            f"mean {1000 * statistics.fmean(latencies):.0f} ms at {rate:.0f} photos/s"
+        )
+    print(f"service logs in {settings.state_dir / 'logs'}; `make down` stops Kafka and SeaweedFS")
+    return 0 if received == len(photos) and not result.duplicates() else 1

@@ -1,0 +1,46 @@
+"""The ONNX featurizer: uint8 RGB images (N, 100, 100, 3) in, float32 features out.
+
+Normalisation is inside the ONNX graph, so callers feed the output of
+``fruits.imaging.preprocess`` as it is. See ``fruits/models/MODEL_CARD.md``."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def model_id(path: Path) -> str:
+    """File stem and sha256 prefix: names the exact weights in every record."""
+    return f"{path.stem}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+class Featurizer:
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"featurizer model not found: {path} (set FRUITS_FEATURIZER_PATH)")
+        self.path = path
+        self.threads = threads
+
+    @cached_property
+    def session(self) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    @cached_property
+    def id(self) -> str:
+        return model_id(self.path)
+
+    def warm_up(self) -> None:
+        """Create the session and run one batch, so the first real batch is not slow."""
+        self(np.zeros((1, 100, 100, 3), dtype=np.uint8))
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features of a batch of uint8 images shaped (N, H, W, 3)."""
+        (features,) = self.session.run(["features"], {"image": np.ascontiguousarray(images, dtype=np.uint8)})
+        return features

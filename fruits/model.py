@@ -1,0 +1,249 @@
+"""PCA, classifier and the versioned model bundle in the S3 model store.
+
+Bundle format (format 1), under ``s3://<model bucket>/``::
+
+    bundles/<version>/manifest.json   what, when, from which data; PCA k and explained variance
+    bundles/<version>/pca.npz         mean (d,), components (k, d), explained_variance_ratio (k,)
+    bundles/<version>/classifier.npz  labels (C,), coef (C, k), intercept (C,)
+    current.json                      {"version": "<version>"}: the bundle services use
+
+A bundle is written first and ``current.json`` moved after, so readers never see a
+half-written bundle. Versions sort by time (``YYYYMMDDTHHMMSSZ-<hex>``). The PCA is
+computed from mergeable statistics (count, sum, sum of outer products), so the local
+trainer and a distributed job fit the very same model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import ClientError
+
+from fruits.errors import RecordError
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = 1
+CURRENT_KEY = "current.json"
+
+
+def new_version() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+@dataclass
+class PcaStats:
+    """Exact, mergeable statistics of a stream of feature vectors."""
+
+    count: int
+    total: np.ndarray  # (d,) sum of vectors
+    outer: np.ndarray  # (d, d) sum of outer products
+
+    @classmethod
+    def empty(cls, dim: int) -> PcaStats:
+        return cls(0, np.zeros(dim), np.zeros((dim, dim)))
+
+    def add(self, vectors: np.ndarray) -> None:
+        x = np.asarray(vectors, dtype=np.float64)
+        self.count += len(x)
+        self.total += x.sum(axis=0)
+        self.outer += x.T @ x
+
+    def merge(self, other: PcaStats) -> PcaStats:
+        return PcaStats(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+    def fit(self, min_explained_variance: float, max_components: int | None = None) -> Pca:
+        """The PCA with the fewest components explaining ``min_explained_variance`` of the variance."""
+        if self.count < 2:
+            raise ValueError(f"need at least 2 vectors to fit a PCA, have {self.count}")
+        mean = self.total / self.count
+        covariance = (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        order = np.argsort(eigenvalues)[::-1]
+        eigenvalues = np.clip(eigenvalues[order], 0, None)
+        ratio = eigenvalues / eigenvalues.sum()
+        k = int(np.searchsorted(np.cumsum(ratio), min_explained_variance) + 1)
+        k = min(k, max_components or k, len(ratio))
+        components = eigenvectors[:, order[:k]].T
+        # Fix each component's sign (largest |loading| positive) so refits are comparable.
+        signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+        return Pca(mean.astype(np.float32), (components * signs[:, None]).astype(np.float32), ratio[:k])
+
+
+@dataclass(frozen=True)
+class Pca:
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d)
+    explained_variance_ratio: np.ndarray  # (k,)
+
+    @property
+    def k(self) -> int:
+        return len(self.components)
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        return (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.components.T
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """Multinomial logistic regression: softmax(x · coefᵀ + intercept)."""
+
+    labels: tuple[str, ...]
+    coef: np.ndarray  # (C, k)
+    intercept: np.ndarray  # (C,)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        logits = np.asarray(x, dtype=np.float32) @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    version: str
+    featurizer_id: str
+    pca: Pca
+    classifier: Classifier
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+class ModelStore:
+    """Bundles in an S3 bucket, with an atomically moved ``current`` pointer."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def _get(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def _put(self, key: str, body: bytes, content_type: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+
+    def save(self, bundle: ModelBundle, make_current: bool = True) -> None:
+        prefix = f"bundles/{bundle.version}/"
+        pca, clf = bundle.pca, bundle.classifier
+        self._put(
+            prefix + "pca.npz",
+            _npz(mean=pca.mean, components=pca.components, explained_variance_ratio=pca.explained_variance_ratio),
+            "application/octet-stream",
+        )
+        self._put(
+            prefix + "classifier.npz",
+            _npz(labels=np.array(clf.labels), coef=clf.coef, intercept=clf.intercept),
+            "application/octet-stream",
+        )
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "version": bundle.version,
+            "featurizer_id": bundle.featurizer_id,
+            "pca": {
+                "k": pca.k,
+                "input_dim": int(pca.mean.shape[0]),
+                "explained_variance": float(pca.explained_variance_ratio.sum()),
+            },
+            "classifier": {"type": "multinomial_logistic_regression", "classes": len(clf.labels)},
+            **bundle.manifest,
+        }
+        self._put(prefix + "manifest.json", json.dumps(manifest, indent=2).encode(), "application/json")
+        if make_current:
+            self.set_current(bundle.version)
+
+    def set_current(self, version: str) -> None:
+        self._put(CURRENT_KEY, json.dumps({"version": version}).encode(), "application/json")
+
+    def current_version(self) -> str | None:
+        try:
+            return json.loads(self._get(CURRENT_KEY))["version"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def load(self, version: str) -> ModelBundle:
+        prefix = f"bundles/{version}/"
+        manifest = json.loads(self._get(prefix + "manifest.json"))
+        if manifest.get("format") != BUNDLE_FORMAT:
+            raise ValueError(f"bundle {version} has format {manifest.get('format')}, expected {BUNDLE_FORMAT}")
+        with np.load(io.BytesIO(self._get(prefix + "pca.npz"))) as p:
+            pca = Pca(p["mean"], p["components"], p["explained_variance_ratio"])
+        with np.load(io.BytesIO(self._get(prefix + "classifier.npz"))) as c:
+            classifier = Classifier(tuple(str(label) for label in c["labels"]), c["coef"], c["intercept"])
+        return ModelBundle(version, manifest["featurizer_id"], pca, classifier, manifest)
+
+
+class CurrentBundle:
+    """The store's current bundle, re-checked at most every ``refresh_seconds``:
+    a newly published bundle is picked up without a restart."""
+
+    def __init__(self, store: ModelStore, refresh_seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.clock = clock
+        self.bundle: ModelBundle | None = None
+        self.checked_at = -math.inf
+
+    def get(self) -> ModelBundle | None:
+        now = self.clock()
+        if now - self.checked_at >= self.refresh_seconds:
+            self.checked_at = now
+            version = self.store.current_version()
+            if version is not None and (self.bundle is None or self.bundle.version != version):
+                self.bundle = self.store.load(version)
+                log.info("model bundle %s is current (PCA k=%d)", version, self.bundle.pca.k)
+        return self.bundle
+
+    def wait(self, stop: Callable[[], bool], log_every_seconds: float = 10.0) -> ModelBundle | None:
+        """Block until a bundle is current (records wait in Kafka meanwhile) or ``stop()``."""
+        last_log = -math.inf
+        while not stop():
+            bundle = self.get()
+            if bundle is not None:
+                return bundle
+            if self.clock() - last_log >= log_every_seconds:
+                log.warning("no current model in s3://%s; train one with `fruits train`", self.store.bucket)
+                last_log = self.clock()
+            time.sleep(min(self.refresh_seconds, 1.0))
+        return None
+
+
+class BundlesByVersion:
+    """Bundles loaded by version, keeping the few most recently used."""
+
+    def __init__(self, store: ModelStore, size: int = 4) -> None:
+        self.store = store
+        self.size = size
+        self.bundles: OrderedDict[str, ModelBundle] = OrderedDict()
+
+    def get(self, version: str) -> ModelBundle:
+        if version in self.bundles:
+            self.bundles.move_to_end(version)
+            return self.bundles[version]
+        try:
+            bundle = self.store.load(version)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise RecordError("unknown_model_version", f"no model bundle {version!r} in the store") from exc
+            raise
+        self.bundles[version] = bundle
+        if len(self.bundles) > self.size:
+            self.bundles.popitem(last=False)
+        return bundle

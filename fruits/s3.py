@@ -1,0 +1,47 @@
+"""S3 access (boto3), identical for the embedded SeaweedFS and AWS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from fruits.errors import RecordError
+from fruits.settings import Settings
+
+
+def s3_client(settings: Settings) -> Any:
+    return boto3.client(
+        "s3",
+        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+        **settings.s3_client_kwargs(),
+    )
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key)."""
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise RecordError("bad_image_uri", f"not an s3://bucket/key URI: {uri!r}")
+    bucket, key = uri[5:].split("/", 1)
+    if not bucket or not key:
+        raise RecordError("bad_image_uri", f"not an s3://bucket/key URI: {uri!r}")
+    return bucket, key
+
+
+def read_object(client: Any, uri: str, max_bytes: int) -> bytes:
+    """Read an object that a record refers to, refusing it if it is too large."""
+    bucket, key = parse_s3_uri(uri)
+    try:
+        head = client.head_object(Bucket=bucket, Key=key)
+        if head["ContentLength"] > max_bytes:
+            raise RecordError(
+                "image_too_large", f"{uri} is {head['ContentLength']:,} bytes, over the limit of {max_bytes:,}"
+            )
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):
+            raise RecordError("image_not_found", f"cannot read {uri}: {code}") from exc
+        raise

@@ -1,0 +1,102 @@
+"""Settings for every Fruits! process, read from environment variables prefixed
+``FRUITS_`` (e.g. ``FRUITS_KAFKA_BOOTSTRAP_SERVERS``). Defaults match the embedded
+local stack started by ``make up``; the README's configuration table lists them all."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FRUITS_", frozen=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+    # --- Kafka -------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    """Kafka bootstrap servers (host:port[,host:port])."""
+    topic_photos: str = "fruits.photos"
+    """Photo events produced by users (PhotoEvent)."""
+    topic_ingested: str = "fruits.ingested"
+    """Validated photos stored in S3 (IngestedPhoto)."""
+    topic_preprocessed: str = "fruits.preprocessed"
+    """Model-ready uint8 tensors (PreprocessedPhoto)."""
+    topic_features: str = "fruits.features"
+    """Featurizer output vectors (PhotoFeatures)."""
+    topic_reduced: str = "fruits.reduced"
+    """PCA-reduced vectors (ReducedFeatures)."""
+    topic_predictions: str = "fruits.predictions"
+    """Predictions for users (Prediction)."""
+    topic_dead_letter: str = "fruits.dead-letter"
+    """Records any stage could not process, with the reason (DeadLetter)."""
+    instance_id: str = "0"
+    """Distinguishes instances of one service: part of the Kafka transactional.id.
+    Give every concurrently running instance of a service its own value."""
+    max_batch_records: int = Field(default=64, ge=1)
+    """Most records one stage processes (and commits) in one transaction."""
+    poll_timeout_seconds: float = Field(default=0.5, gt=0, le=1.0)
+    """How long a service waits for the first record of a batch (≤ 1 s so signals are handled)."""
+
+    # --- S3 -----------------------------------------------------------------------
+    s3_endpoint_url: str = "http://127.0.0.1:18333"
+    """S3 endpoint; set to your AWS regional endpoint (or empty for the AWS default) in production."""
+    s3_access_key_id: str = "fruits"
+    """S3 access key id."""
+    s3_secret_access_key: SecretStr = SecretStr("fruits-local-secret")
+    """S3 secret access key."""
+    s3_region: str = "us-east-1"
+    """Signing region for S3 requests."""
+    model_bucket: str = "fruits-models"
+    """Bucket of the model store (bundles and the `current` pointer)."""
+    region_buckets: dict[str, str] = {
+        "eu": "fruits-photos-eu",
+        "us": "fruits-photos-us",
+        "ap": "fruits-photos-ap",
+    }
+    """Photo region → bucket holding that region's originals (JSON object). Photos
+    from a region missing here are dead-lettered: data stays near the user."""
+    lake_bucket: str = "fruits-lake"
+    """Bucket of the data lake (Spark jobs' tables and checkpoints)."""
+
+    # --- Images -------------------------------------------------------------------
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    """Largest accepted photo, in bytes (inline or referenced)."""
+    max_inline_image_bytes: int = Field(default=900 * 1024, ge=1)
+    """Largest photo carried inline in a Kafka record; larger photos travel as an s3:// reference."""
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    """Largest accepted width × height: a guard against decompression bombs."""
+
+    # --- Model --------------------------------------------------------------------
+    featurizer_path: Path = PROJECT_ROOT / "fruits" / "models" / "mobilenetv2_100px.onnx"
+    """ONNX featurizer (uint8 NHWC image in, float32 features out)."""
+    onnx_threads: int = Field(default=2, ge=1)
+    """onnxruntime intra-op threads of the featurize service."""
+    model_refresh_seconds: float = Field(default=5.0, gt=0)
+    """How often reduce checks the model store for a new current bundle."""
+
+    # --- Local stack --------------------------------------------------------------
+    state_dir: Path = PROJECT_ROOT / ".stack"
+    """Data, logs and pid files of the embedded local stack (`python -m fruits.stack`)."""
+
+    # --- Metrics ------------------------------------------------------------------
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Port of this process's /metrics endpoint; 0 = the service's default port."""
+
+    def s3_client_kwargs(self) -> dict[str, str | None]:
+        return {
+            "endpoint_url": self.s3_endpoint_url or None,
+            "aws_access_key_id": self.s3_access_key_id,
+            "aws_secret_access_key": self.s3_secret_access_key.get_secret_value(),
+            "region_name": self.s3_region,
+        }
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

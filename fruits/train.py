@@ -1,0 +1,128 @@
+"""Local trainer: Fruits-360 layout (``Training/<label>/*.jpg``) → model bundle.
+
+Featurizes with the same preprocess and ONNX featurizer as the services, fits the
+PCA from mergeable statistics (k = fewest components reaching the explained-variance
+target), trains a multinomial logistic regression on the standardised projections,
+and publishes the bundle to the S3 model store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fruits.featurizer import Featurizer
+from fruits.imaging import preprocess
+from fruits.model import Classifier, ModelBundle, PcaStats, new_version
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+FEATURIZE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    paths: list[Path]
+    labels: list[str]
+
+
+def training_dir(data_dir: Path) -> Path:
+    """``data_dir`` may be the dataset root (holding ``Training/``) or that folder itself."""
+    return data_dir / "Training" if (data_dir / "Training").is_dir() else data_dir
+
+
+def test_dir_beside(training: Path) -> Path | None:
+    """The ``Test`` split next to a ``Training`` folder, if the dataset has one."""
+    candidate = training.parent / "Test"
+    return candidate if training.name == "Training" and candidate.is_dir() else None
+
+
+def list_images(split_dir: Path) -> LabelledImages:
+    """Images of a ``<label>/<file>`` folder, label = folder name, in a stable order."""
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"no such folder: {split_dir}")
+    paths, labels = [], []
+    for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for path in sorted(label_dir.iterdir()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(path)
+                labels.append(label_dir.name)
+    if not paths:
+        raise ValueError(f"no images in {split_dir}: expected {split_dir}/<label>/<image>.jpg")
+    return LabelledImages(paths, labels)
+
+
+def _batches(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
+
+
+def featurize_files(paths: Sequence[Path], featurizer: Featurizer, description: str) -> np.ndarray:
+    """Features of image files, with a progress bar; decoding overlaps inference."""
+    features = []
+    with ThreadPoolExecutor(2) as decoder, tqdm(total=len(paths), desc=description, unit="img") as bar:
+        for batch in _batches(paths, FEATURIZE_BATCH):
+            tensors = list(decoder.map(lambda p: preprocess(p.read_bytes()), batch))
+            features.append(featurizer(np.stack(tensors)))
+            bar.update(len(batch))
+    return np.concatenate(features)
+
+
+def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -> Classifier:
+    """Logistic regression on standardised inputs, the scaling folded into the weights."""
+    from sklearn.linear_model import LogisticRegression  # training-only dependency
+
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    model = LogisticRegression(max_iter=max_iter, tol=1e-6, C=1.0)
+    model.fit((x - mean) / scale, np.asarray(labels))
+    coef = model.coef_ / scale
+    intercept = model.intercept_ - coef @ mean
+    return Classifier(tuple(str(c) for c in model.classes_), coef.astype(np.float32), intercept.astype(np.float32))
+
+
+def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -> float:
+    probabilities = bundle.classifier.predict_proba(bundle.pca.transform(features))
+    predicted = np.asarray(bundle.classifier.labels)[probabilities.argmax(axis=1)]
+    return float((predicted == np.asarray(labels)).mean())
+
+
+def train(
+    data_dir: Path,
+    featurizer: Featurizer,
+    min_explained_variance: float = 0.95,
+    evaluate: bool = True,
+) -> ModelBundle:
+    """Train a bundle from ``data_dir``; if a ``Test`` split sits beside ``Training``,
+    score it and record the accuracy in the manifest."""
+    started = time.perf_counter()
+    training = list_images(training_dir(data_dir))
+    log.info("training on %d images of %d classes", len(training.paths), len(set(training.labels)))
+    features = featurize_files(training.paths, featurizer, "featurize training images")
+    stats = PcaStats.empty(features.shape[1])
+    stats.add(features)
+    pca = stats.fit(min_explained_variance)
+    log.info("PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum())
+    classifier = fit_classifier(pca.transform(features), training.labels)
+    manifest: dict = {
+        "trained_on": {"path": str(data_dir), "images": len(training.paths), "classes": len(set(training.labels))},
+        "pca_selection": {"min_explained_variance": min_explained_variance},
+        "training_seconds": round(time.perf_counter() - started, 1),
+    }
+    bundle = ModelBundle(new_version(), featurizer.id, pca, classifier, manifest)
+    test_dir = test_dir_beside(training_dir(data_dir))
+    if evaluate and test_dir is not None:
+        test = list_images(test_dir)
+        test_features = featurize_files(test.paths, featurizer, "featurize test images")
+        manifest["evaluation"] = {
+            "path": str(test_dir),
+            "images": len(test.paths),
+            "top1_accuracy": round(accuracy(bundle, test_features, test.labels), 5),
+        }
+    return bundle

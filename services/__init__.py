@@ -1,0 +1,1 @@
+"""The five Fruits! services, one package each: ``python -m services.<name>``."""

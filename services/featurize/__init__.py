@@ -1,0 +1,1 @@
+"""featurize: runs the ONNX featurizer on batches of preprocessed photos."""

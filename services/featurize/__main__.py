@@ -1,0 +1,27 @@
+"""Run the featurize service: ``python -m services.featurize`` (settings: FRUITS_* variables)."""
+
+from __future__ import annotations
+
+from fruits.avro import PHOTO_FEATURES, PREPROCESSED_PHOTO, avro_type
+from fruits.featurizer import Featurizer
+from fruits.kafka import Stage, run_stage
+from fruits.settings import Settings, get_settings
+from services.featurize.transform import featurize_batch
+
+
+def build_stage(settings: Settings) -> Stage:
+    featurizer = Featurizer(settings.featurizer_path, settings.onnx_threads)
+    return Stage(
+        name="featurize",
+        input_topic=settings.topic_preprocessed,
+        input_type=avro_type(PREPROCESSED_PHOTO),
+        output_topic=settings.topic_features,
+        output_type=avro_type(PHOTO_FEATURES),
+        transform=lambda batch: featurize_batch([r.record for r in batch], featurizer, featurizer.id),
+        on_start=lambda stop: featurizer.warm_up(),
+    )
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    run_stage(build_stage(settings), settings)

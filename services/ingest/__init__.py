@@ -1,0 +1,1 @@
+"""ingest: validates photo events, stores originals in the user's region, emits IngestedPhoto."""

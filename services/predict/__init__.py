@@ -1,0 +1,1 @@
+"""predict: classifies reduced features and publishes predictions with fruit facts."""

@@ -1,0 +1,42 @@
+"""Run the predict service: ``python -m services.predict`` (settings: FRUITS_* variables)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fruits import metrics
+from fruits.avro import PREDICTION, REDUCED_FEATURES, avro_type
+from fruits.catalog import load_catalog
+from fruits.errors import RecordError
+from fruits.kafka import Outcome, Received, Stage, run_stage
+from fruits.model import BundlesByVersion, ModelStore
+from fruits.s3 import s3_client
+from fruits.settings import Settings, get_settings
+from services.predict.transform import predict_batch
+
+
+def build_stage(settings: Settings) -> Stage:
+    bundles = BundlesByVersion(ModelStore(s3_client(settings), settings.model_bucket))
+    catalog = load_catalog()
+
+    def transform(batch: list[Received]) -> list[Outcome]:
+        now = datetime.now(timezone.utc)
+        outcomes = predict_batch([r.record for r in batch], bundles.get, catalog, now)
+        for outcome in outcomes:
+            if not isinstance(outcome, RecordError):
+                metrics.END_TO_END_SECONDS.observe((now - outcome["received_at"]).total_seconds())
+        return outcomes
+
+    return Stage(
+        name="predict",
+        input_topic=settings.topic_reduced,
+        input_type=avro_type(REDUCED_FEATURES),
+        output_topic=settings.topic_predictions,
+        output_type=avro_type(PREDICTION),
+        transform=transform,
+    )
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    run_stage(build_stage(settings), settings)

@@ -1,0 +1,1 @@
+"""preprocess: turns ingested photos into the featurizer's uint8 input tensor."""

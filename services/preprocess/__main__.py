@@ -1,0 +1,30 @@
+"""Run the preprocess service: ``python -m services.preprocess`` (settings: FRUITS_* variables)."""
+
+from __future__ import annotations
+
+from fruits.avro import INGESTED_PHOTO, PREPROCESSED_PHOTO, avro_type
+from fruits.kafka import Stage, per_record, run_stage
+from fruits.s3 import read_object, s3_client
+from fruits.settings import Settings, get_settings
+from services.preprocess.transform import preprocess_photo
+
+
+def build_stage(settings: Settings) -> Stage:
+    client = s3_client(settings)
+
+    def read_original(uri: str) -> bytes:
+        return read_object(client, uri, settings.max_image_bytes)
+
+    return Stage(
+        name="preprocess",
+        input_topic=settings.topic_ingested,
+        input_type=avro_type(INGESTED_PHOTO),
+        output_topic=settings.topic_preprocessed,
+        output_type=avro_type(PREPROCESSED_PHOTO),
+        transform=per_record(lambda r: preprocess_photo(r.record, read_original)),
+    )
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    run_stage(build_stage(settings), settings)

@@ -1,0 +1,1 @@
+"""reduce: projects feature vectors on the current PCA of the model store."""

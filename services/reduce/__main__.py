@@ -1,0 +1,36 @@
+"""Run the reduce service: ``python -m services.reduce`` (settings: FRUITS_* variables)."""
+
+from __future__ import annotations
+
+from fruits import metrics
+from fruits.avro import PHOTO_FEATURES, REDUCED_FEATURES, avro_type
+from fruits.kafka import Outcome, Received, Stage, run_stage
+from fruits.model import CurrentBundle, ModelStore
+from fruits.s3 import s3_client
+from fruits.settings import Settings, get_settings
+from services.reduce.transform import reduce_batch
+
+
+def build_stage(settings: Settings) -> Stage:
+    current = CurrentBundle(ModelStore(s3_client(settings), settings.model_bucket), settings.model_refresh_seconds)
+
+    def transform(batch: list[Received]) -> list[Outcome]:
+        bundle = current.get()
+        assert bundle is not None, "on_start waited for a bundle"
+        metrics.MODEL_VERSION.labels("reduce", "pca", bundle.version).set(1)
+        return reduce_batch([r.record for r in batch], bundle.pca, bundle.version)
+
+    return Stage(
+        name="reduce",
+        input_topic=settings.topic_features,
+        input_type=avro_type(PHOTO_FEATURES),
+        output_topic=settings.topic_reduced,
+        output_type=avro_type(REDUCED_FEATURES),
+        transform=transform,
+        on_start=current.wait,
+    )
+
+
+if __name__ == "__main__":
+    settings = get_settings()
+    run_stage(build_stage(settings), settings)
