@@ -88,6 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         Featurizer(settings.featurizer_path, settings.onnx_threads),
         min_explained_variance=args.min_explained_variance,
         evaluate=not args.no_evaluate,
+        per_class=args.per_class,
     )
     store = ModelStore(s3_client(settings), settings.model_bucket)
     store.save(bundle, make_current=not args.no_publish)
@@ -161,9 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("data_dir", type=Path, help="dataset root or its Training folder")
     train.add_argument(
-        "--min-explained-variance", type=float, default=0.95,
-        help="PCA keeps the fewest components explaining this share of variance (default: 0.95)",
+        "--min-explained-variance", type=float, default=0.98,
+        help="PCA keeps the fewest components explaining this share of variance (default: 0.98)",
     )
+    train.add_argument("--per-class", type=int, help="use at most this many training images per class (quick runs)")
     train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
     train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
     train.set_defaults(func=cmd_train)

@@ -29,24 +29,32 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-def run_demo(settings: Settings, data: Path, limit: int | None, rate: float = 100.0) -> int:
+def prepare(settings: Settings, data: Path) -> str:
+    """Check the stack, provision it, train a bundle if none is current; its version."""
     check_reachable(settings)
     ensure_topics(settings)
     ensure_buckets(settings)
     store = ModelStore(s3_client(settings), settings.model_bucket)
-    if store.current_version() is None:
+    version = store.current_version()
+    if version is None:
         print(f"no current model: training on {data / 'Training'} first")
         bundle = train(data / "Training", Featurizer(settings.featurizer_path, settings.onnx_threads))
         store.save(bundle)
-        print(f"bundle {bundle.version} is current (PCA k={bundle.pca.k})")
-    print(f"model bundle: {store.current_version()}")
-    test = spread(list_images(data / "Test"), limit)
-    label_of = {}
-    photos = []
-    for path, label in zip(test.paths, test.labels):
-        photo_id = new_photo_id()
-        label_of[photo_id] = label
-        photos.append((photo_id, path))
+        version = bundle.version
+        accuracy = bundle.manifest.get("evaluation", {}).get("top1_accuracy")
+        print(f"bundle {version} is current (PCA k={bundle.pca.k}, offline Test accuracy {accuracy})")
+    return version
+
+
+def labelled_photos(images: LabelledImages) -> tuple[list[tuple[str, Path]], dict[str, str]]:
+    """A new photo id for each image, and the true label of each id."""
+    photos = [(new_photo_id(), path) for path in images.paths]
+    return photos, {photo_id: label for (photo_id, _), label in zip(photos, images.labels)}
+
+
+def run_demo(settings: Settings, data: Path, limit: int | None, rate: float = 100.0) -> int:
+    print(f"model bundle: {prepare(settings, data)}")
+    photos, label_of = labelled_photos(spread(list_images(data / "Test"), limit))
 
     print("starting the five services …")
     services = start_services(settings.state_dir / "logs")

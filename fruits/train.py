@@ -44,16 +44,16 @@ def test_dir_beside(training: Path) -> Path | None:
     return candidate if training.name == "Training" and candidate.is_dir() else None
 
 
-def list_images(split_dir: Path) -> LabelledImages:
-    """Images of a ``<label>/<file>`` folder, label = folder name, in a stable order."""
+def list_images(split_dir: Path, per_class: int | None = None) -> LabelledImages:
+    """Images of a ``<label>/<file>`` folder, label = folder name, in a stable order;
+    at most ``per_class`` of each label if given."""
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no such folder: {split_dir}")
     paths, labels = [], []
     for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        for path in sorted(label_dir.iterdir()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                paths.append(path)
-                labels.append(label_dir.name)
+        found = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths.extend(found[:per_class])
+        labels.extend([label_dir.name] * len(found[:per_class]))
     if not paths:
         raise ValueError(f"no images in {split_dir}: expected {split_dir}/<label>/<image>.jpg")
     return LabelledImages(paths, labels)
@@ -96,13 +96,14 @@ def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -
 def train(
     data_dir: Path,
     featurizer: Featurizer,
-    min_explained_variance: float = 0.95,
+    min_explained_variance: float = 0.98,
     evaluate: bool = True,
+    per_class: int | None = None,
 ) -> ModelBundle:
     """Train a bundle from ``data_dir``; if a ``Test`` split sits beside ``Training``,
     score it and record the accuracy in the manifest."""
     started = time.perf_counter()
-    training = list_images(training_dir(data_dir))
+    training = list_images(training_dir(data_dir), per_class)
     log.info("training on %d images of %d classes", len(training.paths), len(set(training.labels)))
     features = featurize_files(training.paths, featurizer, "featurize training images")
     stats = PcaStats.empty(features.shape[1])
@@ -113,6 +114,7 @@ def train(
     manifest: dict = {
         "trained_on": {"path": str(data_dir), "images": len(training.paths), "classes": len(set(training.labels))},
         "pca_selection": {"min_explained_variance": min_explained_variance},
+        "per_class_limit": per_class,
         "training_seconds": round(time.perf_counter() - started, 1),
     }
     bundle = ModelBundle(new_version(), featurizer.id, pca, classifier, manifest)

@@ -36,7 +36,7 @@ def predict_batch(
 ) -> list[dict[str, Any] | RecordError]:
     """``bundle_of(version)`` returns the bundle named by a record's ``pca_version``
     (raising RecordError if there is none)."""
-    outcomes: list[dict[str, Any] | RecordError] = [RecordError("internal", "unset")] * len(records)
+    outcomes: list[dict[str, Any] | RecordError | None] = [None] * len(records)
     by_version: dict[str, list[int]] = {}
     for index, record in enumerate(records):
         by_version.setdefault(record["pca_version"], []).append(index)
@@ -79,4 +79,6 @@ def predict_batch(
                 },
                 "fruit": fruit_info(catalog.get(labels[top[0]])),
             }
-    return outcomes
+    if any(outcome is None for outcome in outcomes):
+        raise AssertionError("predict_batch left a record without an outcome")
+    return outcomes  # type: ignore[return-value]
