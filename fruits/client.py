@@ -6,7 +6,7 @@ import mimetypes
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,11 +176,14 @@ def round_trip(
     rate: float | None = None,
     timeout: float = 120.0,
     progress: str | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    linger: float = 1.0,
 ) -> RoundTrip:
     """Send ``(photo_id, path)`` photos (at ``rate`` per second, or as fast as
     possible) and collect their predictions until all arrived or ``timeout`` seconds
-    pass without one. Photos are read into memory first so that disk speed does not
-    pace the sending."""
+    pass without one, then ``linger`` seconds more to catch duplicates; ``on_sent(n)``
+    is called after the n-th photo is sent. Photos
+    are read into memory first so that disk speed does not pace the sending."""
     payloads = [(photo_id, path.name, path.read_bytes()) for photo_id, path in photos]
     expected = {photo_id for photo_id, _ in photos}
     reader = PredictionReader(settings)
@@ -188,12 +191,22 @@ def round_trip(
     result = RoundTrip()
     started = time.monotonic()
 
+    send_errors: list[BaseException] = []
+
     def send_all() -> None:
+        try:
+            send_each()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            send_errors.append(exc)
+
+    def send_each() -> None:
         for index, (photo_id, name, data) in enumerate(payloads):
             if rate:
                 time.sleep(max(0.0, started + index / rate - time.monotonic()))
             result.sent_at[photo_id] = time.monotonic()
             sender.send_bytes(data, photo_id, name)
+            if on_sent is not None:
+                on_sent(index + 1)
         sender.flush()
         result.send_seconds = time.monotonic() - started
 
@@ -201,20 +214,28 @@ def round_trip(
     thread.start()
     with tqdm(total=len(payloads), desc=progress, unit="photo", disable=progress is None) as bar:
         try:
-            for msg in reader.messages(timeout):
-                now = time.monotonic()
-                prediction = reader.type.decode(msg.value())  # type: ignore[union-attr]
-                photo_id = prediction["photo_id"]
-                if photo_id not in expected:
-                    continue
-                if photo_id not in result.predictions:
-                    bar.update(1)
-                    result.received_at[photo_id] = now
-                result.predictions.setdefault(photo_id, []).append(prediction)
-                if len(result.received_at) == len(payloads) and not thread.is_alive():
+            while True:
+                # Once all have arrived, listen a little longer: duplicates would show up now.
+                complete = len(result.received_at) == len(payloads)
+                batch = poll_batch(reader.consumer, 500, linger if complete else timeout)
+                if not batch:
                     break
+                now = time.monotonic()
+                for msg in batch:
+                    if msg.error() is not None:
+                        continue
+                    prediction = reader.type.decode(msg.value())  # type: ignore[union-attr]
+                    photo_id = prediction["photo_id"]
+                    if photo_id not in expected:
+                        continue
+                    if photo_id not in result.predictions:
+                        bar.update(1)
+                        result.received_at[photo_id] = now
+                    result.predictions.setdefault(photo_id, []).append(prediction)
         finally:
             thread.join()
             reader.close()
+    if send_errors:
+        raise send_errors[0]
     result.total_seconds = time.monotonic() - started
     return result
