@@ -1,0 +1,39 @@
+"""Integration fixtures: a real Kafka broker and S3 server for the whole session.
+
+The `stack` fixture starts its own stack in a temporary state dir on free ports, so it
+never touches a developer's demo stack in .stack/ (nor its ports). A server whose
+address is given in the environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS,
+FRUITS_S3_ENDPOINT_URL) is used as it is and only provisioned. Once the stack is up, the
+fixture exports its addresses as FRUITS_* variables, so get_settings() and any
+subprocess a test starts reach the same servers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from fruits.settings import Settings, get_settings
+from fruits.stack import KAFKA_ENV, KAFKA_PORTS, S3_ENV, S3_PORTS, free_port_block, start_stack, stop_stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    # Addresses passed to Settings, not exported: start_stack starts what the
+    # environment does not give, and the environment only gets them once it is up.
+    kafka = os.environ[KAFKA_ENV] if KAFKA_ENV in os.environ else f"127.0.0.1:{free_port_block(KAFKA_PORTS)}"
+    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"http://127.0.0.1:{free_port_block(S3_PORTS)}"
+    settings = Settings(state_dir=tmp_path_factory.mktemp("stack"), kafka_bootstrap_servers=kafka, s3_endpoint_url=s3)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            start_stack(settings)
+            env.setenv(KAFKA_ENV, settings.kafka_bootstrap_servers)
+            env.setenv(S3_ENV, settings.s3_endpoint_url)
+            env.setenv("FRUITS_STATE_DIR", str(settings.state_dir))
+            get_settings.cache_clear()
+            yield settings
+    finally:
+        stop_stack(settings, purge=True)  # only what started in this state dir
+        get_settings.cache_clear()

@@ -1,0 +1,143 @@
+"""The local stack: provisioned topics and buckets, exactly-once Kafka, authenticated S3."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from fruits.settings import PROJECT_ROOT, Settings
+from fruits.stack import DAY_MS, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+def _topics(settings: Settings) -> list[str]:
+    return [
+        settings.topic_photos,
+        settings.topic_ingested,
+        settings.topic_preprocessed,
+        settings.topic_features,
+        settings.topic_reduced,
+        settings.topic_predictions,
+        settings.topic_dead_letter,
+    ]
+
+
+def _s3(settings: Settings, **override: str) -> Any:
+    return boto3.client("s3", **{**settings.s3_client_kwargs(), **override})
+
+
+def test_topics_have_their_partitions_and_configs(stack: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    metadata = admin.list_topics(timeout=10).topics
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in _topics(stack)]
+    for resource, future in admin.describe_configs(resources).items():
+        name, config = resource.name, future.result(timeout=10)
+        assert len(metadata[name].partitions) == TOPIC_PARTITIONS, name
+        assert config["min.insync.replicas"].value == "1", name
+        assert int(config["max.message.bytes"].value) == MAX_MESSAGE_BYTES, name
+        retention_days = 30 if name == stack.topic_dead_letter else 7
+        assert int(config["retention.ms"].value) == retention_days * DAY_MS, name
+
+
+def test_provisioning_is_idempotent(stack: Settings) -> None:
+    assert ensure_topics(stack) == []
+    assert ensure_buckets(stack) == []
+
+
+def test_read_committed_consumer_sees_only_committed_transactions(stack: Settings) -> None:
+    # A topic of its own, so no pipeline stage ever reads these records.
+    topic = f"test.stack.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
+    try:
+        producer = Producer({
+            "bootstrap.servers": stack.kafka_bootstrap_servers,
+            "transactional.id": f"test-stack-{uuid.uuid4()}",
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+        })  # fmt: skip
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        producer.produce(topic, key=b"k", value=b"aborted")
+        producer.flush(30)  # written to the log, then aborted
+        producer.abort_transaction(30)
+        photo = os.urandom(1024 * 1024 + 4096)  # an inline photo over 1 MiB fits the broker's limit
+        producer.begin_transaction()
+        producer.produce(topic, key=b"k", value=b"committed")
+        producer.produce(topic, key=b"k", value=photo)
+        producer.commit_transaction(30)
+
+        consumer = Consumer({
+            "bootstrap.servers": stack.kafka_bootstrap_servers,
+            "group.id": f"test-stack-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        })  # fmt: skip
+        consumer.subscribe([topic])
+        values: list[bytes | None] = []
+        deadline = time.monotonic() + 30
+        try:
+            while len(values) < 2 and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is not None:
+                    assert msg.error() is None, msg.error()
+                    values.append(msg.value())
+        finally:
+            consumer.close()
+        assert values == [b"committed", photo]
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def test_buckets_exist(stack: Settings) -> None:
+    names = {bucket["Name"] for bucket in _s3(stack).list_buckets()["Buckets"]}
+    assert {stack.model_bucket, stack.lake_bucket, *stack.region_buckets.values()} <= names
+
+
+def test_s3_put_and_get_with_the_right_keys(stack: Settings) -> None:
+    s3 = _s3(stack)
+    key = f"test/stack/{uuid.uuid4()}"
+    body = os.urandom(100_000)
+    s3.put_object(Bucket=stack.lake_bucket, Key=key, Body=body)
+    try:
+        assert s3.get_object(Bucket=stack.lake_bucket, Key=key)["Body"].read() == body
+    finally:
+        s3.delete_object(Bucket=stack.lake_bucket, Key=key)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"aws_secret_access_key": "not-the-secret"}, {"aws_access_key_id": "intruder"}],
+    ids=["wrong-secret", "unknown-key"],
+)
+def test_s3_refuses_wrong_credentials(stack: Settings, override: dict[str, str]) -> None:
+    s3 = _s3(stack, **override)
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket=stack.lake_bucket, Key="test/stack/intruder", Body=b"x")
+    assert refused.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"}
+    with pytest.raises(ClientError):
+        s3.list_buckets()
+
+
+def test_status_shows_the_running_servers(stack: Settings) -> None:
+    status = subprocess.run(
+        [sys.executable, "-m", "fruits.stack", "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    ).stdout
+    assert str(stack.state_dir) in status
+    assert "not running" not in status
