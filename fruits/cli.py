@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from datetime import datetime
@@ -113,6 +114,8 @@ def cmd_services(args: argparse.Namespace) -> int:
     from fruits.processes import start_services, stop_services
 
     settings = get_settings()
+    # SIGTERM stops the services like Ctrl-C does, instead of orphaning them.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     services = start_services(settings.state_dir / "logs")
     print("services running (logs in " + str(settings.state_dir / "logs") + "); Ctrl-C stops them", file=sys.stderr)
     try:

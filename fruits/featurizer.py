@@ -30,6 +30,9 @@ class Featurizer:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between ops: on a machine shared with Kafka and the other
+        # services, spinning threads burn the CPU the others need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     @cached_property

@@ -15,7 +15,16 @@ from fruits.settings import Settings
 def s3_client(settings: Settings) -> Any:
     return boto3.client(
         "s3",
-        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"}),
+        config=Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=16,
+            # Payload checksums cost CPU on every put; TLS and Content-Length already
+            # protect the transfer, and ingest records its own sha256 of each original.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
         **settings.s3_client_kwargs(),
     )
 
