@@ -188,16 +188,37 @@ class StageRunner:
         log.info("%s: consuming %s → %s", stage.name, stage.input_topic, stage.output_topic)
         try:
             while not self.stop:
-                messages = poll_batch(
-                    self.consumer, self.settings.max_batch_records, self.settings.poll_timeout_seconds
-                )
-                messages = [m for m in messages if not self._is_error(m)]
-                if messages:
-                    self._process_in_transaction(messages)
+                self._run_transaction()
         finally:
             self.consumer.close()
             self.producer.flush(10)
         log.info("%s: stopped", stage.name)
+
+    def _poll(self, max_records: int, timeout: float) -> list[Message]:
+        return [m for m in poll_batch(self.consumer, max_records, timeout) if not self._is_error(m)]
+
+    def _run_transaction(self) -> None:
+        """One transaction: from the first record, keep taking records for up to
+        ``commit_interval_seconds`` (or until a full batch), then commit them together.
+        Under load this amortises the broker's per-transaction cost over many records;
+        when idle no transaction is open."""
+        settings = self.settings
+        messages = self._poll(settings.max_batch_records, settings.poll_timeout_seconds)
+        if not messages:
+            return
+        deadline = time.monotonic() + settings.commit_interval_seconds
+        self.producer.begin_transaction()
+        done: list[Message] = []
+        while messages:
+            self._process(messages)
+            done += messages
+            remaining = deadline - time.monotonic()
+            if len(done) >= settings.max_batch_records or remaining <= 0 or self.stop:
+                break
+            messages = self._poll(settings.max_batch_records - len(done), remaining)
+        metrics.BATCH_SIZE.labels(self.stage.name).observe(len(done))
+        self.producer.send_offsets_to_transaction(next_offsets(done), self.consumer.consumer_group_metadata())
+        self._commit(done)
 
     def _is_error(self, msg: Message) -> bool:
         err = msg.error()
@@ -208,10 +229,10 @@ class StageRunner:
         log.warning("%s: consumer: %s", self.stage.name, err)
         return True
 
-    def _process_in_transaction(self, messages: list[Message]) -> None:
+    def _process(self, messages: list[Message]) -> None:
+        """Transform ``messages`` and produce their outputs and dead letters."""
         stage = self.stage
         started = time.perf_counter()
-        self.producer.begin_transaction()
         outcomes = self._transform(messages)
         for msg, (photo_id, outcome) in zip(messages, outcomes):
             if isinstance(outcome, RecordError):
@@ -225,10 +246,6 @@ class StageRunner:
                 metrics.RECORDS_PRODUCED.labels(stage.name, stage.output_topic).inc()
             self.producer.poll(0)
         metrics.BATCH_PROCESSING_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
-        self.producer.send_offsets_to_transaction(
-            next_offsets(messages), self.consumer.consumer_group_metadata()
-        )
-        self._commit(messages)
 
     def _transform(self, messages: list[Message]) -> list[tuple[str | None, Outcome]]:
         """Decode, then transform the decodable records in one call; keep the order."""
@@ -244,7 +261,6 @@ class StageRunner:
             timestamp_ms = msg.timestamp()[1]
             good.append(Received(record, datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)))
         metrics.RECORDS_CONSUMED.labels(self.stage.name).inc(len(messages))
-        metrics.BATCH_SIZE.labels(self.stage.name).observe(len(messages))
         transformed = iter(self.stage.transform(good) if good else [])
         return [
             (photo_id, item if isinstance(item, RecordError) else next(transformed))

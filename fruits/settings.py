@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     Give every concurrently running instance of a service its own value."""
     max_batch_records: int = Field(default=64, ge=1)
     """Most records one stage processes (and commits) in one transaction."""
+    commit_interval_seconds: float = Field(default=0.02, ge=0)
+    """Longest a stage keeps a transaction open to add more records to it: trades up to
+    this much latency per stage for fewer, larger transactions under load."""
     poll_timeout_seconds: float = Field(default=0.5, gt=0, le=1.0)
     """How long a service waits for the first record of a batch (≤ 1 s so signals are handled)."""
 

@@ -252,6 +252,9 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 num.partitions={TOPIC_PARTITIONS}
 message.max.bytes={MAX_MESSAGE_BYTES}
+transaction.partition.verification.enable=false
+num.network.threads=2
+num.io.threads=2
 """
 
 
