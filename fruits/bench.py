@@ -51,7 +51,7 @@ def main() -> int:
 
     services = start_services(settings.state_dir / "logs")
     try:
-        warm, _ = labelled_photos(spread(test, 200))
+        warm, _ = labelled_photos(spread(test, 600))  # warms the JVM and the services
         round_trip(settings, warm, progress="warm-up")
         photos, _ = labelled_photos(spread(test, args.photos))
         full = round_trip(settings, photos, progress="full load")

@@ -107,7 +107,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from fruits.demo import run_demo
 
-    return run_demo(get_settings(), args.data, args.limit)
+    return run_demo(get_settings(), args.data, args.limit, args.rate)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default: {DEFAULT_DATA})")
     demo.add_argument("--limit", type=int, help="use only this many Test images (spread over all classes)")
+    demo.add_argument(
+        "--rate", type=float, default=40.0,
+        help="photos per second (default: 40, about half of what 2 cores sustain, so latency is not queueing)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")

@@ -52,7 +52,7 @@ def labelled_photos(images: LabelledImages) -> tuple[list[tuple[str, Path]], dic
     return photos, {photo_id: label for (photo_id, _), label in zip(photos, images.labels)}
 
 
-def run_demo(settings: Settings, data: Path, limit: int | None, rate: float = 100.0) -> int:
+def run_demo(settings: Settings, data: Path, limit: int | None, rate: float) -> int:
     print(f"model bundle: {prepare(settings, data)}")
     photos, label_of = labelled_photos(spread(list_images(data / "Test"), limit))
 

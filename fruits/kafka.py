@@ -30,6 +30,9 @@ from fruits.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+READY_MESSAGE = "%s: Kafka reachable, starting"
+"""Logged once a service has reached Kafka (and serves /metrics if enabled): its readiness signal."""
+
 Outcome = dict[str, Any] | RecordError
 """What a stage makes of one record: the output record, or the reason it was rejected."""
 
@@ -166,7 +169,14 @@ class StageRunner:
         self.stage = stage
         self.settings = settings
         self.stop = stop
+        self.metrics = metrics.stage_metrics(stage.name, stage.output_topic, settings.metrics_enabled)
         member = f"fruits-{stage.name}-{settings.instance_id}"
+        # Consumer lag comes from librdkafka's own statistics (no extra broker requests);
+        # the callback runs inside poll(), on this thread.
+        statistics = {
+            "statistics.interval.ms": round(settings.metrics_stats_interval_seconds * 1000),
+            "stats_cb": self.metrics.kafka_statistics,
+        } if settings.metrics_enabled else {}  # fmt: skip
         self.consumer = Consumer(
             consumer_config(
                 settings,
@@ -174,6 +184,7 @@ class StageRunner:
                 # Static membership: a restarted instance takes its partitions back at
                 # once instead of waiting for the session timeout.
                 **{"group.instance.id": member},
+                **statistics,
             )
         )
         self.producer = Producer(producer_config(settings, **{"transactional.id": member}))
@@ -216,7 +227,6 @@ class StageRunner:
             if len(done) >= settings.max_batch_records or remaining <= 0 or self.stop:
                 break
             messages = self._poll(settings.max_batch_records - len(done), remaining)
-        metrics.BATCH_SIZE.labels(self.stage.name).observe(len(done))
         self.producer.send_offsets_to_transaction(next_offsets(done), self.consumer.consumer_group_metadata())
         self._commit(done)
 
@@ -234,18 +244,21 @@ class StageRunner:
         stage = self.stage
         started = time.perf_counter()
         outcomes = self._transform(messages)
+        produced = 0
         for msg, (photo_id, outcome) in zip(messages, outcomes):
             if isinstance(outcome, RecordError):
                 log.warning("%s: %s → dead letter: %s: %s", stage.name, where(msg), outcome.reason, outcome)
                 self.producer.produce(
                     self.settings.topic_dead_letter, key=msg.key(), value=dead_letter(stage.name, msg, outcome, photo_id)
                 )
-                metrics.DEAD_LETTERS.labels(stage.name, outcome.reason).inc()
+                self.metrics.dead_letter(outcome.reason)
             else:
                 self.producer.produce(stage.output_topic, key=msg.key(), value=stage.output_type.encode(outcome))
-                metrics.RECORDS_PRODUCED.labels(stage.name, stage.output_topic).inc()
+                produced += 1
             self.producer.poll(0)
-        metrics.BATCH_PROCESSING_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
+        self.metrics.processed(
+            produced, time.perf_counter() - started, (msg.timestamp()[1] for msg in messages), time.time()
+        )
 
     def _transform(self, messages: list[Message]) -> list[tuple[str | None, Outcome]]:
         """Decode, then transform the decodable records in one call; keep the order."""
@@ -260,7 +273,7 @@ class StageRunner:
             decoded.append((record.get("photo_id"), record))
             timestamp_ms = msg.timestamp()[1]
             good.append(Received(record, datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)))
-        metrics.RECORDS_CONSUMED.labels(self.stage.name).inc(len(messages))
+        self.metrics.consumed(len(messages))
         transformed = iter(self.stage.transform(good) if good else [])
         return [
             (photo_id, item if isinstance(item, RecordError) else next(transformed))
@@ -271,7 +284,7 @@ class StageRunner:
         while True:
             try:
                 self.producer.commit_transaction(30)
-                metrics.TRANSACTIONS.labels(self.stage.name, "committed").inc()
+                self.metrics.transaction(len(messages), committed=True)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
@@ -284,7 +297,7 @@ class StageRunner:
                         self.stage.name, len(messages), where(messages[0]), error,
                     )
                     self.producer.abort_transaction(30)
-                    metrics.TRANSACTIONS.labels(self.stage.name, "aborted").inc()
+                    self.metrics.transaction(len(messages), committed=False)
                     self._rewind()
                     return
                 raise
@@ -303,6 +316,10 @@ def run_stage(stage: Stage, settings: Settings) -> None:
     stop = StopFlag()
     stop.install()
     check_reachable(settings)
-    port = metrics.serve_metrics(stage.name, settings.metrics_port)
-    log.info("%s: metrics on http://127.0.0.1:%d/metrics", stage.name, port)
+    if settings.metrics_enabled:
+        port = metrics.serve_metrics(stage.name, settings.metrics_port, settings.metrics_host)
+        log.info("%s: metrics on http://%s:%d/metrics", stage.name, settings.metrics_host, port)
+    else:
+        log.info("%s: metrics disabled (FRUITS_METRICS_ENABLED=false)", stage.name)
+    log.info(READY_MESSAGE, stage.name)
     StageRunner(stage, settings, stop).run()

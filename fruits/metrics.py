@@ -1,16 +1,33 @@
 """Prometheus metrics shared by every Fruits! process.
 
-Metrics are module-level objects in the default registry (created once, on import);
-each process serves them on its own port with ``serve_metrics``. Labels are bounded:
-stage, topic, reason, outcome — never photo or user ids.
+Metrics are module-level objects in the default registry (created once, on import),
+which also holds prometheus_client's process collector (``process_cpu_seconds_total``,
+``process_resident_memory_bytes``, ...); each process serves them on its own port with
+``serve_metrics``. Labels are bounded: stage, topic, partition, reason, outcome, model
+kind and version, predicted class — never photo or user ids.
+
+The hot path stays cheap: a stage binds its label values once (``stage_metrics``) and
+counts per batch (``inc(n)``). With ``FRUITS_METRICS_ENABLED=false`` the helpers here are
+no-ops, no statistics are requested from librdkafka and no HTTP server is started.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
 
 STAGE_PORTS = {"ingest": 9101, "preprocess": 9102, "featurize": 9103, "reduce": 9104, "predict": 9105}
 """Default /metrics port of each service (overridden by FRUITS_METRICS_PORT)."""
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 RECORDS_CONSUMED = Counter(
     "fruits_records_consumed_total", "Records read from the stage's input topic.", ["stage"]
@@ -33,18 +50,201 @@ BATCH_PROCESSING_SECONDS = Histogram(
 BATCH_SIZE = Histogram(
     "fruits_batch_size_records", "Records per transaction.", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+STAGE_LATENCY_SECONDS = Histogram(
+    "fruits_stage_latency_seconds",
+    "Per record, from its input record's Kafka timestamp (when the previous stage or the user "
+    "produced it) to this stage producing its output: waiting in the topic plus processing.",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
 END_TO_END_SECONDS = Histogram(
     "fruits_end_to_end_latency_seconds",
     "From the photo event's Kafka timestamp to its prediction.",
-    buckets=(0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10),
+    buckets=LATENCY_BUCKETS,
 )
-MODEL_VERSION = Gauge(
-    "fruits_model_info", "Model versions in use by this process (value is always 1).", ["stage", "kind", "version"]
+CONSUMER_LAG = Gauge(
+    "fruits_consumer_lag_records",
+    "Records of an assigned input partition not yet consumed (librdkafka statistics, consumer_lag).",
+    ["stage", "topic", "partition"],
+)
+MODEL_INFO = Gauge(
+    "fruits_model_info",
+    "Model versions in use by this process (value always 1; the series of a replaced version is dropped).",
+    ["stage", "kind", "version"],
+)
+MODEL_CREATED = Gauge(
+    "fruits_model_created_timestamp_seconds",
+    "When the model in use was created (Unix time, from its version YYYYMMDDTHHMMSSZ-xxxx).",
+    ["stage", "kind"],
+)
+PCA_EXPLAINED_VARIANCE = Gauge(
+    "fruits_pca_explained_variance_ratio", "Share of the feature variance kept by the current PCA's k components."
+)
+PCA_COMPONENTS = Gauge("fruits_pca_components", "Number of components (k) of the current PCA.")
+PREDICTIONS = Counter("fruits_predictions_total", "Predictions, by predicted class (141 classes).", ["label"])
+PREDICTION_CONFIDENCE = Histogram(
+    "fruits_prediction_confidence",
+    "Probability of the predicted class: a shift to lower values signals drift.",
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
 )
 
 
-def serve_metrics(stage: str, port: int) -> int:
-    """Serve /metrics for this process on ``port`` (0 = the stage's default); returns the port."""
+def serve_metrics(stage: str, port: int, host: str = "127.0.0.1") -> int:
+    """Serve /metrics for this process on ``host:port`` (port 0 = the stage's default); returns the port."""
     chosen = port or STAGE_PORTS.get(stage, 9100)
-    start_http_server(chosen, addr="127.0.0.1")
+    start_http_server(chosen, addr=host)
     return chosen
+
+
+class StageMetrics:
+    """The stage loop's metrics with the stage's label values bound once."""
+
+    def __init__(self, stage: str, output_topic: str) -> None:
+        self.stage = stage
+        self._consumed = RECORDS_CONSUMED.labels(stage)
+        self._produced = RECORDS_PRODUCED.labels(stage, output_topic)
+        self._processing = BATCH_PROCESSING_SECONDS.labels(stage)
+        self._batch_size = BATCH_SIZE.labels(stage)
+        self._latency = STAGE_LATENCY_SECONDS.labels(stage)
+        self._committed = TRANSACTIONS.labels(stage, "committed")
+        self._aborted = TRANSACTIONS.labels(stage, "aborted")
+        self._lag_partitions: set[tuple[str, str]] = set()
+
+    def consumed(self, count: int) -> None:
+        self._consumed.inc(count)
+
+    def processed(self, produced: int, seconds: float, timestamps_ms: Iterable[int], now: float) -> None:
+        """One batch done: ``produced`` outputs in ``seconds``; ``timestamps_ms`` are the
+        Kafka timestamps of its input records, ``now`` the Unix time the outputs were produced."""
+        if produced:
+            self._produced.inc(produced)
+        self._processing.observe(seconds)
+        observe = self._latency.observe
+        for timestamp_ms in timestamps_ms:
+            if timestamp_ms > 0:  # 0 or -1: the record has no timestamp
+                observe(now - timestamp_ms / 1000)
+
+    def dead_letter(self, reason: str) -> None:
+        DEAD_LETTERS.labels(self.stage, reason).inc()
+
+    def transaction(self, records: int, committed: bool) -> None:
+        self._batch_size.observe(records)
+        (self._committed if committed else self._aborted).inc()
+
+    def kafka_statistics(self, stats_json: str) -> None:
+        """librdkafka's ``stats_cb``: consumer lag of each assigned partition; the series of
+        partitions no longer reported (revoked) are dropped."""
+        try:
+            lags = consumer_lags(json.loads(stats_json))
+        except (ValueError, AttributeError, TypeError) as exc:  # never let a stats hiccup stop the stage
+            log.warning("%s: unreadable librdkafka statistics: %s", self.stage, exc)
+            return
+        for topic, partition in self._lag_partitions - lags.keys():
+            CONSUMER_LAG.remove(self.stage, topic, partition)
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(self.stage, topic, partition).set(lag)
+        self._lag_partitions = set(lags)
+
+
+class DisabledStageMetrics(StageMetrics):
+    """FRUITS_METRICS_ENABLED=false: every call returns at once."""
+
+    def __init__(self, stage: str, output_topic: str) -> None:
+        self.stage = stage
+
+    def consumed(self, count: int) -> None:
+        pass
+
+    def processed(self, produced: int, seconds: float, timestamps_ms: Iterable[int], now: float) -> None:
+        pass
+
+    def dead_letter(self, reason: str) -> None:
+        pass
+
+    def transaction(self, records: int, committed: bool) -> None:
+        pass
+
+    def kafka_statistics(self, stats_json: str) -> None:
+        pass
+
+
+def stage_metrics(stage: str, output_topic: str, enabled: bool = True) -> StageMetrics:
+    return (StageMetrics if enabled else DisabledStageMetrics)(stage, output_topic)
+
+
+def consumer_lags(stats: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """``(topic, partition) → consumer_lag`` from a librdkafka statistics object, for the
+    partitions whose lag is known (librdkafka reports -1 otherwise, and partition -1 is
+    its internal "unassigned" partition)."""
+    lags: dict[tuple[str, str], int] = {}
+    for topic, topic_stats in stats.get("topics", {}).items():
+        for partition, partition_stats in topic_stats.get("partitions", {}).items():
+            lag = partition_stats.get("consumer_lag", -1)
+            if partition != "-1" and lag >= 0:
+                lags[(topic, partition)] = lag
+    return lags
+
+
+def version_created_at(version: str) -> float | None:
+    """Unix time encoded in a bundle version ``YYYYMMDDTHHMMSSZ-xxxx``; None if it has none."""
+    try:
+        return datetime.strptime(version.split("-", 1)[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+class ModelMetrics:
+    """The model versions a stage uses: one ``fruits_model_info`` series per (stage, kind),
+    replaced when the version changes. Cheap to call per batch: it acts only on a change."""
+
+    def __init__(self, stage: str, enabled: bool = True) -> None:
+        self.stage = stage
+        self.enabled = enabled
+        self.versions: dict[str, str] = {}
+
+    def use(self, kind: str, version: str) -> bool:
+        """Record that ``kind`` (pca, classifier, featurizer) is at ``version``; True if it changed."""
+        old = self.versions.get(kind)
+        if not self.enabled or old == version:
+            return False
+        if old is not None:
+            MODEL_INFO.remove(self.stage, kind, old)
+        MODEL_INFO.labels(self.stage, kind, version).set(1)
+        created = version_created_at(version)
+        if created is not None:
+            MODEL_CREATED.labels(self.stage, kind).set(created)
+        else:
+            try:
+                MODEL_CREATED.remove(self.stage, kind)
+            except KeyError:
+                pass
+        self.versions[kind] = version
+        return True
+
+    def use_pca(self, version: str, explained_variance_ratio: Sequence[float]) -> None:
+        if self.use("pca", version):
+            PCA_EXPLAINED_VARIANCE.set(float(sum(explained_variance_ratio)))
+            PCA_COMPONENTS.set(len(explained_variance_ratio))
+
+
+class PredictionMetrics:
+    """What predict adds: end-to-end latency, predicted class counts, confidence."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._classes: dict[str, Any] = {}
+
+    def observe(self, predictions: Iterable[dict[str, Any]], now: datetime) -> None:
+        if not self.enabled:
+            return
+        labels: Tally[str] = Tally()
+        latency = END_TO_END_SECONDS.observe
+        confidence = PREDICTION_CONFIDENCE.observe
+        for prediction in predictions:
+            latency((now - prediction["received_at"]).total_seconds())
+            confidence(prediction["confidence"])
+            labels[prediction["label"]] += 1
+        for label, count in labels.items():
+            if (child := self._classes.get(label)) is None:
+                child = self._classes[label] = PREDICTIONS.labels(label)
+            child.inc(count)

@@ -11,6 +11,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
+from fruits.kafka import READY_MESSAGE
 from fruits.metrics import STAGE_PORTS
 
 SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
@@ -21,7 +24,11 @@ class ServiceProcess:
     name: str
     process: subprocess.Popen
     log_path: Path
-    metrics_port: int
+    metrics_port: int | None
+    """None when the service runs with FRUITS_METRICS_ENABLED=false (no /metrics endpoint)."""
+
+    log_offset: int = 0
+    """Where this run's lines start in the (appended) log."""
 
     def peak_rss_bytes(self) -> int:
         """Peak resident set size (VmHWM) of the running process."""
@@ -36,15 +43,30 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
     log_path = log_dir / f"{name}.log"
     port = STAGE_PORTS[name] + port_offset
     child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    # Parsed as Settings parses it, without reading the rest of the environment.
+    metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
     with log_path.open("ab") as log:
+        start = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
-    return ServiceProcess(name, process, log_path, port)
+    return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start)
+
+
+def _is_ready(service: ServiceProcess) -> bool:
+    if service.metrics_port is None:  # no endpoint: its log says when it reached Kafka
+        with service.log_path.open("rb") as log:
+            log.seek(service.log_offset)
+            return (READY_MESSAGE % service.name).encode() in log.read()
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=1).read()
+        return True
+    except OSError:
+        return False
 
 
 def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
-    """Wait until the service serves /metrics (it then has checked Kafka is reachable)."""
+    """Wait until the service has checked Kafka is reachable (and serves /metrics if enabled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
@@ -52,11 +74,9 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
                 f"{service.name} exited with code {service.process.returncode}; see {service.log_path}:\n"
                 + service.log_path.read_text()[-2000:]
             )
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=1).read()
+        if _is_ready(service):
             return
-        except OSError:
-            time.sleep(0.2)
+        time.sleep(0.2)
     raise TimeoutError(f"{service.name} not ready after {timeout:.0f} s; see {service.log_path}")
 
 

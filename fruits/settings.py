@@ -40,9 +40,10 @@ class Settings(BaseSettings):
     Give every concurrently running instance of a service its own value."""
     max_batch_records: int = Field(default=64, ge=1)
     """Most records one stage processes (and commits) in one transaction."""
-    commit_interval_seconds: float = Field(default=0.02, ge=0)
-    """Longest a stage keeps a transaction open to add more records to it: trades up to
-    this much latency per stage for fewer, larger transactions under load."""
+    commit_interval_seconds: float = Field(default=0.0, ge=0)
+    """Longest a stage keeps a transaction open to add more records to it. 0 (default):
+    commit what has arrived at once; batches still grow by themselves under load. A
+    positive value trades up to that much latency per stage for fewer transactions."""
     poll_timeout_seconds: float = Field(default=0.5, gt=0, le=1.0)
     """How long a service waits for the first record of a batch (≤ 1 s so signals are handled)."""
 
@@ -88,8 +89,14 @@ class Settings(BaseSettings):
     """Data, logs and pid files of the embedded local stack (`python -m fruits.stack`)."""
 
     # --- Metrics ------------------------------------------------------------------
+    metrics_enabled: bool = True
+    """Record metrics and serve /metrics; false makes every metric call a no-op (to measure their cost)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the /metrics endpoint binds to (0.0.0.0 in a container, so Prometheus can reach it)."""
     metrics_port: int = Field(default=0, ge=0, le=65535)
     """Port of this process's /metrics endpoint; 0 = the service's default port."""
+    metrics_stats_interval_seconds: float = Field(default=5.0, gt=0)
+    """How often librdkafka reports a consumer's statistics, which update the consumer lag gauges."""
 
     def s3_client_kwargs(self) -> dict[str, str | None]:
         return {
