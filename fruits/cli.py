@@ -80,10 +80,12 @@ def cmd_consume(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from fruits.featurizer import Featurizer
     from fruits.model import ModelStore
-    from fruits.s3 import s3_client
+    from fruits.s3 import check_bucket, s3_client
     from fruits.train import train
 
     settings = get_settings()
+    client = s3_client(settings)
+    check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     bundle = train(
         args.data_dir,
         Featurizer(settings.featurizer_path, settings.onnx_threads),
@@ -91,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         evaluate=not args.no_evaluate,
         per_class=args.per_class,
     )
-    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store = ModelStore(client, settings.model_bucket)
     store.save(bundle, make_current=not args.no_publish)
     evaluation = bundle.manifest.get("evaluation")
     print(

@@ -10,7 +10,7 @@ from fruits.featurizer import Featurizer
 from fruits.kafka import check_reachable
 from fruits.model import ModelStore
 from fruits.processes import start_services, stop_services
-from fruits.s3 import s3_client
+from fruits.s3 import check_bucket, s3_client
 from fruits.settings import Settings
 from fruits.stack import ensure_buckets, ensure_topics
 from fruits.train import LabelledImages, list_images, train
@@ -32,9 +32,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def prepare(settings: Settings, data: Path) -> str:
     """Check the stack, provision it, train a bundle if none is current; its version."""
     check_reachable(settings)
+    client = s3_client(settings)
+    check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     ensure_topics(settings)
     ensure_buckets(settings)
-    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store = ModelStore(client, settings.model_bucket)
     version = store.current_version()
     if version is None:
         print(f"no current model: training on {data / 'Training'} first")

@@ -6,7 +6,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from fruits.errors import RecordError
 from fruits.settings import Settings
@@ -54,3 +54,14 @@ def read_object(client: Any, uri: str, max_bytes: int) -> bytes:
         if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):
             raise RecordError("image_not_found", f"cannot read {uri}: {code}") from exc
         raise
+
+
+def check_bucket(client: Any, bucket: str, endpoint: str) -> None:
+    """Raise a clear ConnectionError if ``bucket`` cannot be reached with our credentials."""
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        raise ConnectionError(f"S3 at {endpoint} refused access to bucket {bucket!r} ({code}): check credentials") from exc
+    except BotoCoreError as exc:
+        raise ConnectionError(f"cannot reach S3 at {endpoint} (is the stack up? `make up`): {exc}") from exc
