@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError
+
 from fruits.client import new_photo_id, round_trip
 from fruits.featurizer import Featurizer
 from fruits.kafka import check_reachable
@@ -32,10 +34,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def prepare(settings: Settings, data: Path) -> str:
     """Check the stack, provision it, train a bundle if none is current; its version."""
     check_reachable(settings)
-    client = s3_client(settings)
-    check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     ensure_topics(settings)
-    ensure_buckets(settings)
+    client = s3_client(settings)
+    try:
+        ensure_buckets(settings)
+    except BotoCoreError as exc:
+        raise ConnectionError(f"cannot reach S3 at {settings.s3_endpoint_url} (is the stack up? `make up`): {exc}") from exc
+    check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     store = ModelStore(client, settings.model_bucket)
     version = store.current_version()
     if version is None:

@@ -62,6 +62,8 @@ def check_bucket(client: Any, bucket: str, endpoint: str) -> None:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket"):
+            raise ConnectionError(f"bucket {bucket!r} does not exist at {endpoint} (`make up` creates it)") from exc
         raise ConnectionError(f"S3 at {endpoint} refused access to bucket {bucket!r} ({code}): check credentials") from exc
     except BotoCoreError as exc:
         raise ConnectionError(f"cannot reach S3 at {endpoint} (is the stack up? `make up`): {exc}") from exc
