@@ -1,0 +1,159 @@
+"""The five services on real Kafka and real SeaweedFS: photos in, predictions out,
+bad input dead-lettered, and no loss or duplication when a service is SIGKILLed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from fruits.avro import DEAD_LETTER, avro_type
+from fruits.client import PhotoSender, PredictionReader, new_photo_id, round_trip
+from fruits.featurizer import Featurizer
+from fruits.model import ModelStore
+from fruits.processes import SERVICES, ServiceProcess, start_service, start_services, stop_services, wait_ready
+from fruits.s3 import s3_client
+from fruits.settings import PROJECT_ROOT, Settings, get_settings
+from fruits.train import list_images, train
+from tests import images
+
+pytestmark = pytest.mark.integration
+
+DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360"
+METRICS_PORT_OFFSET = 100  # leaves the default ports to a demo running beside the tests
+
+
+@pytest.fixture(scope="module")
+def settings(stack: Settings) -> Settings:
+    if not (DATA / "Training").is_dir():
+        pytest.skip(f"sample dataset not found at {DATA}")
+    settings = get_settings()
+    store = ModelStore(s3_client(settings), settings.model_bucket)
+    # 30 images per class: a quick model that still recognises the sample's Test photos.
+    bundle = train(DATA, Featurizer(settings.featurizer_path), evaluate=False, per_class=30)
+    store.save(bundle)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    running = start_services(tmp_path_factory.mktemp("logs"), port_offset=METRICS_PORT_OFFSET)
+    yield running
+    stop_services(running)
+    for service in running.values():
+        assert service.process.returncode == 0, f"{service.name} did not stop cleanly: {service.log_path}"
+
+
+def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
+    photo = sorted((DATA / "Test" / "Banana 1").iterdir())[0]
+    reader = PredictionReader(settings)
+    try:
+        produced = subprocess.run(
+            [sys.executable, "-m", "fruits.cli", "produce", "--print-ids", "--quiet", str(photo)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        photo_id = produced.stdout.split("\t")[0].strip()
+        assert len(photo_id) == 32, produced.stdout
+        found = [p for p in reader.predictions(timeout=30) if p["photo_id"] == photo_id]
+        # Keep listening a little: a duplicate would arrive right behind the first.
+        found += [p for p in reader.predictions(timeout=3) if p["photo_id"] == photo_id]
+    finally:
+        reader.close()
+    assert len(found) == 1
+    prediction = found[0]
+    assert prediction["label"] == "Banana 1"
+    assert prediction["top5"][0]["label"] == "Banana 1" and len(prediction["top5"]) == 5
+    assert "banana" in prediction["fruit"]["common_name"].lower()
+    assert prediction["model_versions"]["pca_version"] == prediction["model_versions"]["classifier_version"]
+    assert prediction["original_uri"].startswith(f"s3://{settings.region_buckets['eu']}/originals/")
+    bucket, key = prediction["original_uri"][5:].split("/", 1)
+    assert s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read() == photo.read_bytes()
+
+
+# A well-formed single-object record of a schema the photos topic does not accept.
+FOREIGN_RECORD = avro_type(DEAD_LETTER).encode(
+    {"source_topic": "x", "source_partition": 0, "source_offset": 0, "stage": "x", "error_class": "x",
+     "error_message": "x", "photo_id": None, "failed_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+     "original_key": None, "original_value": None}
+)
+
+
+def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, services):
+    good_photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1", "Strawberry 1")]
+    bad = {
+        "corrupt_jpeg": (images.corrupt_jpeg(), "undecodable_image"),
+        "truncated_jpeg": (images.truncated_jpeg(), "undecodable_image"),
+        "zero_bytes": (b"", "empty_image"),
+        "pdf": (images.PDF, "unsupported_type"),
+        "huge_png": (images.huge_png(), "image_too_large"),
+    }
+    predictions = PredictionReader(settings)
+    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
+    sender = PhotoSender(settings)
+    try:
+        expected_dead: dict[str, str] = {}
+        good_ids = [sender.send_file(good_photos[0])]
+        for name, (data, reason) in bad.items():
+            expected_dead[sender.send_bytes(data, f"{name}-{new_photo_id()[:8]}", name)] = reason
+            if name == "pdf":
+                good_ids.append(sender.send_file(good_photos[1]))
+        foreign_id = f"foreign-{new_photo_id()[:8]}"
+        sender.send_raw(foreign_id, FOREIGN_RECORD)
+        expected_dead[foreign_id] = "foreign_schema"
+        good_ids.append(sender.send_file(good_photos[2]))
+        sender.flush()
+
+        letters: dict[str, list[dict]] = {}
+        deadline = time.monotonic() + 60
+        while set(letters) < set(expected_dead) and time.monotonic() < deadline:
+            for msg in dead_letters.messages(timeout=5):
+                letter = avro_type(DEAD_LETTER).decode(msg.value())
+                letters.setdefault(msg.key().decode(), []).append(letter)
+        got = Counter(p["photo_id"] for p in predictions.predictions(timeout=15))
+        got += Counter(p["photo_id"] for p in predictions.predictions(timeout=3))
+    finally:
+        predictions.close()
+        dead_letters.close()
+
+    for photo_id, reason in expected_dead.items():
+        assert len(letters.get(photo_id, [])) == 1, f"{photo_id}: {letters.get(photo_id)}"
+        letter = letters[photo_id][0]
+        assert (letter["stage"], letter["error_class"]) == ("ingest", reason), letter
+        assert letter["error_message"] and letter["source_topic"] == settings.topic_photos
+        assert letter["original_value"] is not None and letter["original_key"] == photo_id.encode()
+    assert letters[foreign_id][0]["original_value"] == FOREIGN_RECORD
+    assert {photo_id: got[photo_id] for photo_id in good_ids} == {photo_id: 1 for photo_id in good_ids}
+    assert not any(got[photo_id] for photo_id in expected_dead)
+
+
+def restart(services: dict[str, ServiceProcess], name: str) -> None:
+    old = services[name]
+    services[name] = start_service(name, old.log_path.parent, port_offset=METRICS_PORT_OFFSET)
+    wait_ready(services[name])
+
+
+@pytest.mark.parametrize("victim", SERVICES)
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, victim):
+    test = list_images(DATA / "Test", per_class=1)
+    photos = [(new_photo_id(), path) for path in test.paths]  # 141 photos, one per class
+    killed = {}
+
+    def kill_when_half_sent(sent: int) -> None:
+        if sent == len(photos) // 2 and not killed:
+            services[victim].process.send_signal(signal.SIGKILL)
+            services[victim].process.wait()
+            killed["at"] = sent
+            restart(services, victim)
+
+    result = round_trip(settings, photos, rate=60, timeout=60, on_sent=kill_when_half_sent)
+    assert killed, "the service was not killed"
+    counts = Counter({photo_id: len(found) for photo_id, found in result.predictions.items()})
+    assert result.missing() == [], f"{len(result.missing())} photos lost after killing {victim}"
+    assert result.duplicates() == 0, f"duplicated: {[p for p, n in counts.items() if n > 1][:5]}"
+    assert len(counts) == len(photos)
