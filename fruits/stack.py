@@ -55,6 +55,8 @@ STOP_TIMEOUT_S = 30.0  # weed's filer alone waits 15 s for its gRPC streams to c
 
 TOPIC_PARTITIONS = 3
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # a ~1 MiB inline photo plus Avro and headers, with room
+# A dead letter carries the rejected record whole, plus the reason: it must always fit.
+MAX_DEAD_LETTER_BYTES = 2 * MAX_MESSAGE_BYTES
 DAY_MS = 24 * 3600 * 1000
 
 LOG4J2 = """\
@@ -94,7 +96,9 @@ def ensure_topics(settings: Settings) -> list[str]:
         NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1, config={
             "min.insync.replicas": "1",
             "retention.ms": str(days * DAY_MS),
-            "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            "max.message.bytes": str(
+                MAX_DEAD_LETTER_BYTES if name == settings.topic_dead_letter else MAX_MESSAGE_BYTES
+            ),
         })
         for name, days in retention_days.items()
         if name not in existing
@@ -251,7 +255,7 @@ group.initial.rebalance.delay.ms=0
 # Topics come from ensure_topics; a typo in a topic name fails instead of creating one.
 auto.create.topics.enable=false
 num.partitions={TOPIC_PARTITIONS}
-message.max.bytes={MAX_MESSAGE_BYTES}
+message.max.bytes={MAX_DEAD_LETTER_BYTES}
 transaction.partition.verification.enable=false
 num.network.threads=2
 num.io.threads=2

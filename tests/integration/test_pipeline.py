@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits.avro import DEAD_LETTER, avro_type
+from fruits.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
 from fruits.client import PhotoSender, PredictionReader, new_photo_id, round_trip
 from fruits.featurizer import Featurizer
 from fruits.model import ModelStore
@@ -109,6 +109,15 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
         foreign_id = f"foreign-{new_photo_id()[:8]}"
         sender.send_raw(foreign_id, FOREIGN_RECORD)
         expected_dead[foreign_id] = "foreign_schema"
+        # Another producer may inline a photo far over our inline limit: its dead letter
+        # must still carry the whole record.
+        oversized_id = f"oversized-{new_photo_id()[:8]}"
+        oversized_event = avro_type(PHOTO_EVENT).encode(
+            {"photo_id": oversized_id, "user_id": "u", "captured_at": datetime.now(timezone.utc), "region": "eu",
+             "content_type": "image/jpeg", "image": b"\xff\xd8\xff" + bytes(1_900_000), "image_uri": None}
+        )
+        sender.send_raw(oversized_id, oversized_event)
+        expected_dead[oversized_id] = "undecodable_image"
         good_ids.append(sender.send_file(good_photos[2]))
         sender.flush()
 
@@ -131,6 +140,7 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
         assert letter["error_message"] and letter["source_topic"] == settings.topic_photos
         assert letter["original_value"] is not None and letter["original_key"] == photo_id.encode()
     assert letters[foreign_id][0]["original_value"] == FOREIGN_RECORD
+    assert letters[oversized_id][0]["original_value"] == oversized_event
     assert {photo_id: got[photo_id] for photo_id in good_ids} == {photo_id: 1 for photo_id in good_ids}
     assert not any(got[photo_id] for photo_id in expected_dead)
 

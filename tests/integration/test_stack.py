@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from fruits.settings import PROJECT_ROOT, Settings
-from fruits.stack import DAY_MS, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
+from fruits.stack import DAY_MS, MAX_DEAD_LETTER_BYTES, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +45,9 @@ def test_topics_have_their_partitions_and_configs(stack: Settings) -> None:
         name, config = resource.name, future.result(timeout=10)
         assert len(metadata[name].partitions) == TOPIC_PARTITIONS, name
         assert config["min.insync.replicas"].value == "1", name
-        assert int(config["max.message.bytes"].value) == MAX_MESSAGE_BYTES, name
-        retention_days = 30 if name == stack.topic_dead_letter else 7
+        dead_letters = name == stack.topic_dead_letter
+        assert int(config["max.message.bytes"].value) == (MAX_DEAD_LETTER_BYTES if dead_letters else MAX_MESSAGE_BYTES)
+        retention_days = 30 if dead_letters else 7
         assert int(config["retention.ms"].value) == retention_days * DAY_MS, name
 
 
