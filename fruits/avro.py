@@ -4,6 +4,11 @@ Wire format (Avro specification, "Single-object encoding"): the two marker bytes
 ``C3 01``, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's
 Parsing Canonical Form, then the Avro binary body. Any Avro library can decode a
 record with the ``.avsc`` files alone; no schema registry is needed.
+
+When a schema changes, its previous version is kept as
+``schemas/history/<Name>.v<N>.avsc``: records still written with it (in flight, or
+from producers not yet upgraded) are read through Avro schema resolution instead of
+being dead-lettered as foreign.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from fruits.errors import RecordError
 from fruits.settings import PROJECT_ROOT
 
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
+HISTORY_DIR = SCHEMA_DIR / "history"
 MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
 
@@ -38,6 +44,8 @@ class AvroType:
     name: str
     schema: dict[str, Any]
     header: bytes
+    earlier_writers: dict[bytes, dict[str, Any]]
+    """Header → schema of each earlier version still accepted."""
 
     def encode(self, record: dict[str, Any]) -> bytes:
         out = io.BytesIO()
@@ -55,7 +63,8 @@ class AvroType:
                 f"value does not start with the Avro single-object marker C3 01 "
                 f"(got {data[:2].hex() or 'nothing'}); expected a {self.name}",
             )
-        if data[:HEADER_SIZE] != self.header:
+        writer = self.schema if data[:HEADER_SIZE] == self.header else self.earlier_writers.get(data[:HEADER_SIZE])
+        if writer is None:
             raise RecordError(
                 "foreign_schema",
                 f"written with schema fingerprint {data[2:HEADER_SIZE].hex()}, "
@@ -64,7 +73,7 @@ class AvroType:
         body = io.BytesIO(data)
         body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(body, self.schema, self.schema)
+            record = schemaless_reader(body, writer, self.schema)
         except Exception as exc:  # fastavro raises several types for a corrupt body
             raise RecordError(
                 "corrupt_avro", f"cannot decode {self.name}: {type(exc).__name__}: {exc}"
@@ -88,7 +97,13 @@ def avro_type(name: str) -> AvroType:
     if not path.exists():
         raise FileNotFoundError(f"no schema {path}")
     schema = load_schema_file(path)
-    return AvroType(name=name, schema=schema, header=single_object_header(schema))
+    earlier = [load_schema_file(p) for p in sorted(HISTORY_DIR.glob(f"{name}.v*.avsc"))]
+    return AvroType(
+        name=name,
+        schema=schema,
+        header=single_object_header(schema),
+        earlier_writers={single_object_header(s): s for s in earlier},
+    )
 
 
 PHOTO_EVENT = "PhotoEvent"

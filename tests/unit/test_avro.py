@@ -74,3 +74,24 @@ def test_truncated_and_padded_bodies_are_corrupt():
         with pytest.raises(RecordError) as caught:
             avro_type(PHOTO_EVENT).decode(bad)
         assert caught.value.reason == "corrupt_avro"
+
+
+def test_records_of_an_earlier_schema_version_are_resolved(tmp_path, monkeypatch):
+    """A record written with a kept earlier version decodes through schema resolution."""
+    import fruits.avro as avro
+
+    earlier = json.loads((SCHEMA_DIR / "PhotoEvent.avsc").read_text())
+    earlier["fields"] = [f for f in earlier["fields"] if f["name"] != "content_type"]
+    history = tmp_path / "history"
+    history.mkdir()
+    (history / "PhotoEvent.v1.avsc").write_text(json.dumps(earlier))
+    monkeypatch.setattr(avro, "HISTORY_DIR", history)
+    avro.avro_type.cache_clear()
+    try:
+        old_schema = fastavro.parse_schema(earlier)
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, old_schema, {k: v for k, v in EVENT.items() if k != "content_type"})
+        data = avro.single_object_header(old_schema) + body.getvalue()
+        assert avro.avro_type(PHOTO_EVENT).decode(data) == {**EVENT, "content_type": None}
+    finally:
+        avro.avro_type.cache_clear()

@@ -13,6 +13,7 @@ from fruits.avro import SCHEMA_DIR, load_schema_file
 from fruits.settings import PROJECT_ROOT
 
 SCHEMAS = sorted(SCHEMA_DIR.glob("*.avsc"))
+HISTORY = sorted((SCHEMA_DIR / "history").glob("*.avsc"))
 
 
 def git(*args: str) -> str:
@@ -83,4 +84,17 @@ def test_incompatible_change_is_detected(tmp_path):
     fastavro.schemaless_writer(buffer, old, next(iter(generate_many(old, 1))))
     buffer.seek(0)
     with pytest.raises(fastavro.read.SchemaResolutionError):
+        fastavro.schemaless_reader(buffer, old, new)
+
+
+@pytest.mark.parametrize("path", HISTORY, ids=lambda p: p.stem)
+def test_current_schema_reads_every_kept_earlier_version(path):
+    """Every version in schemas/history/ is still accepted by the decoder, so it must
+    resolve against the current schema."""
+    name = path.name.split(".v")[0]
+    old, new = load_schema_file(path), load_schema_file(SCHEMA_DIR / f"{name}.avsc")
+    for record in generate_many(old, 50):
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, old, record)
+        buffer.seek(0)
         fastavro.schemaless_reader(buffer, old, new)
