@@ -6,19 +6,42 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/data/fruits360
 KAFKA_JARS := .jars/kafka/.complete
+SPARK_JARS := .jars/spark/.complete
+PROMETHEUS_PORT ?= 19090
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status demo test unit-test integration-test bench train services clean
+.PHONY: help setup up down status demo test unit-test integration-test bench train services clean \
+	prometheus prometheus-install monitor monitor-down bench-metrics spark-jars train-spark spark-streaming
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed $(KAFKA_JARS)  ## create the venv and fetch the Kafka jars (once)
+setup: $(VENV)/.installed $(KAFKA_JARS) $(SPARK_JARS) prometheus  ## create the venv, fetch the Kafka and Spark jars, install Prometheus (once)
+
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || $(MAKE) --no-print-directory prometheus-install
+
+prometheus-install:  ## install Prometheus and promtool from Debian's package (its system service is left stopped)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+	@# The package may enable and start a system-wide Prometheus on :9090; ours (make monitor)
+	@# runs on its own port with its own data, so stop and disable that one.
+	-@if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then \
+		$(SUDO) systemctl disable --now prometheus; \
+	elif [ -x /etc/init.d/prometheus ]; then $(SUDO) /etc/init.d/prometheus stop >/dev/null 2>&1; fi; true
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev]'
+	$(PY) -m pip install --quiet -e '.[local,dev,spark]'
 	touch $@
+
+$(SPARK_JARS): deploy/spark/pom.xml
+	rm -rf .jars/spark
+	mvn -q -B -f deploy/spark/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/spark
+	touch $@
+
+spark-jars: $(SPARK_JARS)  ## fetch the Spark jobs' jars (Kafka source, spark-avro, S3A + AWS SDK; ~22 MB, once)
 
 $(KAFKA_JARS): deploy/kafka/pom.xml
 	mvn -q -f deploy/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/.jars/kafka
@@ -39,11 +62,26 @@ demo: up  ## train if needed, stream the sample's Test images through the five s
 train: up  ## train a new model bundle on $(DATA) and make it current
 	$(VENV)/bin/fruits train $(DATA)
 
+train-spark: up  ## the same with Spark (FRUITS_SPARK_MASTER): upload $(DATA)'s images to the lake, train, publish
+	$(VENV)/bin/fruits train --engine spark --upload $(DATA)
+
+spark-streaming: up  ## run the Spark streaming job (Parquet lake + live PCA updates) in the foreground
+	$(PY) -m spark.streaming_job
+
 services: up  ## run the five services in the foreground
 	$(VENV)/bin/fruits services
 
+monitor: setup  ## start Prometheus on 127.0.0.1:$(PROMETHEUS_PORT) against the running services; prints its URL
+	$(PY) -m fruits.monitor up --port $(PROMETHEUS_PORT)
+
+monitor-down:  ## stop the Prometheus started by `make monitor` (its data is kept in .stack/prometheus)
+	$(PY) -m fruits.monitor down
+
 bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
 	$(PY) -m fruits.bench --data $(DATA)
+
+bench-metrics: setup  ## metrics on vs off: CPU per record of the five services, on a throwaway stack
+	$(PY) -m fruits.bench_metrics --own-stack --data $(DATA)
 
 test: setup  ## unit and integration tests (the integration stack is started by the tests)
 	$(PY) -m pytest

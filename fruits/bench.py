@@ -25,7 +25,7 @@ from fruits.train import list_images
 
 def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float = 10.0) -> float:
     tensors = np.stack([preprocess(p.read_bytes()) for p in paths])
-    featurizer = Featurizer(settings.featurizer_path, settings.onnx_threads)
+    featurizer = Featurizer(settings.featurizer_path)  # all cores: the featurizer's best alone
     featurizer.warm_up()
     batch = settings.max_batch_records
     done, started = 0, time.perf_counter()

@@ -79,6 +79,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from fruits.featurizer import Featurizer
+    from fruits.lake import training_features_writer
     from fruits.model import ModelStore
     from fruits.s3 import check_bucket, s3_client
     from fruits.train import train
@@ -86,13 +87,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = get_settings()
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
-    bundle = train(
-        args.data_dir,
-        Featurizer(settings.featurizer_path, settings.onnx_threads),
-        min_explained_variance=args.min_explained_variance,
-        evaluate=not args.no_evaluate,
-        per_class=args.per_class,
-    )
+    check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
+    if args.engine == "spark":
+        from spark.train_job import train_with_spark  # needs the `spark` extra and `make spark-jars`
+
+        bundle = train_with_spark(
+            settings,
+            args.data_dir,
+            min_explained_variance=args.min_explained_variance,
+            evaluate=not args.no_evaluate,
+            per_class=args.per_class,
+            upload=args.upload,
+        )
+    else:
+        bundle = train(
+            args.data_dir,
+            Featurizer(settings.featurizer_path),
+            min_explained_variance=args.min_explained_variance,
+            evaluate=not args.no_evaluate,
+            per_class=args.per_class,
+            save_features=training_features_writer(client, settings),
+        )
     store = ModelStore(client, settings.model_bucket)
     store.save(bundle, make_current=not args.no_publish)
     evaluation = bundle.manifest.get("evaluation")
@@ -173,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--per-class", type=int, help="use at most this many training images per class (quick runs)")
     train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
     train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
+    train.add_argument(
+        "--engine", choices=("local", "spark"), default="local",
+        help="local: featurize in this process (default); spark: a Spark job on FRUITS_SPARK_MASTER that reads "
+        "the images from S3 (s3://<lake bucket>/<lake prefix>/images/)",
+    )
+    train.add_argument(
+        "--upload", action="store_true",
+        help="with --engine spark: upload DATA_DIR's images to S3 first (skipping those already there)",
+    )
     train.set_defaults(func=cmd_train)
 
     demo = commands.add_parser(

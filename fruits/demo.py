@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError
 from fruits.client import new_photo_id, round_trip
 from fruits.featurizer import Featurizer
 from fruits.kafka import check_reachable
+from fruits.lake import training_features_writer
 from fruits.model import ModelStore
 from fruits.processes import start_services, stop_services
 from fruits.s3 import check_bucket, s3_client
@@ -45,7 +46,11 @@ def prepare(settings: Settings, data: Path) -> str:
     version = store.current_version()
     if version is None:
         print(f"no current model: training on {data / 'Training'} first")
-        bundle = train(data / "Training", Featurizer(settings.featurizer_path, settings.onnx_threads))
+        bundle = train(
+            data / "Training",
+            Featurizer(settings.featurizer_path),
+            save_features=training_features_writer(client, settings),  # the streaming PCA retrains on them
+        )
         store.save(bundle)
         version = bundle.version
         accuracy = bundle.manifest.get("evaluation", {}).get("top1_accuracy")

@@ -6,6 +6,7 @@ Normalisation is inside the ONNX graph, so callers feed the output of
 from __future__ import annotations
 
 import hashlib
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -19,11 +20,12 @@ def model_id(path: Path) -> str:
 
 
 class Featurizer:
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        """``threads``: onnxruntime intra-op threads; default: one per core."""
         if not path.exists():
             raise FileNotFoundError(f"featurizer model not found: {path} (set FRUITS_FEATURIZER_PATH)")
         self.path = path
-        self.threads = threads
+        self.threads = threads or os.cpu_count() or 1
 
     @cached_property
     def session(self) -> ort.InferenceSession:

@@ -64,7 +64,7 @@ END_TO_END_SECONDS = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "fruits_consumer_lag_records",
-    "Records of an assigned input partition not yet consumed (librdkafka statistics, consumer_lag).",
+    "Records of an assigned input partition not yet consumed (librdkafka statistics).",
     ["stage", "topic", "partition"],
 )
 MODEL_INFO = Gauge(
@@ -173,14 +173,23 @@ def stage_metrics(stage: str, output_topic: str, enabled: bool = True) -> StageM
 
 
 def consumer_lags(stats: dict[str, Any]) -> dict[tuple[str, str], int]:
-    """``(topic, partition) → consumer_lag`` from a librdkafka statistics object, for the
-    partitions whose lag is known (librdkafka reports -1 otherwise, and partition -1 is
-    its internal "unassigned" partition)."""
+    """``(topic, partition) → lag`` of the assigned partitions in a librdkafka statistics
+    object. The lag is ``consumer_lag_stored``: the partition's end (last stable offset,
+    read_committed) minus the consumer's position (offsets are stored as records reach the
+    stage). librdkafka's ``consumer_lag`` counts from the offset this consumer committed,
+    which a transactional stage never updates (its offsets are committed by the producer,
+    ``send_offsets_to_transaction``), so it is used only before the first record, when the
+    committed offset fetched at assignment is still the position. A transaction marker
+    occupies an offset, so a caught-up partition may show a lag of 1."""
     lags: dict[tuple[str, str], int] = {}
     for topic, topic_stats in stats.get("topics", {}).items():
-        for partition, partition_stats in topic_stats.get("partitions", {}).items():
-            lag = partition_stats.get("consumer_lag", -1)
-            if partition != "-1" and lag >= 0:
+        for partition, p in topic_stats.get("partitions", {}).items():
+            if partition == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
+                continue  # librdkafka's internal partition, or one not assigned to this consumer
+            lag = p.get("consumer_lag_stored", -1)
+            if lag < 0:
+                lag = p.get("consumer_lag", -1)
+            if lag >= 0:
                 lags[(topic, partition)] = lag
     return lags
 

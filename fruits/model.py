@@ -178,9 +178,12 @@ class ModelStore:
                 return None
             raise
 
+    def load_manifest(self, version: str) -> dict[str, Any]:
+        return json.loads(self._get(f"bundles/{version}/manifest.json"))
+
     def load(self, version: str) -> ModelBundle:
         prefix = f"bundles/{version}/"
-        manifest = json.loads(self._get(prefix + "manifest.json"))
+        manifest = self.load_manifest(version)
         if manifest.get("format") != BUNDLE_FORMAT:
             raise ValueError(f"bundle {version} has format {manifest.get('format')}, expected {BUNDLE_FORMAT}")
         with np.load(io.BytesIO(self._get(prefix + "pca.npz"))) as p:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,12 +46,33 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
     child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     # Parsed as Settings parses it, without reading the rest of the environment.
     metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
+    if metrics_enabled and _port_busy(port):  # else wait_ready would take another process's /metrics for ours
+        raise RuntimeError(f"{name}: metrics port {port} on 127.0.0.1 is in use by another process")
     with log_path.open("ab") as log:
         start = log.tell()
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
     return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start)
+
+
+def _port_busy(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port_offset(first: int, step: int = 100, tries: int = 50) -> int:
+    """The first offset from ``first`` (by ``step``) at which all the services' metrics
+    ports are free: for runs beside a demo (offset 0) or other tests."""
+    for offset in range(first, first + step * tries, step):
+        if not any(_port_busy(port + offset) for port in STAGE_PORTS.values()):
+            return offset
+    raise RuntimeError(f"no free metrics port offset from {first}")
 
 
 def _is_ready(service: ServiceProcess) -> bool:

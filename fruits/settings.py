@@ -79,10 +79,36 @@ class Settings(BaseSettings):
     # --- Model --------------------------------------------------------------------
     featurizer_path: Path = PROJECT_ROOT / "fruits" / "models" / "mobilenetv2_100px.onnx"
     """ONNX featurizer (uint8 NHWC image in, float32 features out)."""
-    onnx_threads: int = Field(default=2, ge=1)
-    """onnxruntime intra-op threads of the featurize service."""
+    onnx_threads: int = Field(default=1, ge=1)
+    """onnxruntime intra-op threads of the featurize service. 1 on a small machine: a
+    single thread costs the least CPU per image, and Kafka and the other services need
+    the other cores (the trainer and the benchmark's featurizer-alone use all cores)."""
     model_refresh_seconds: float = Field(default=5.0, gt=0)
     """How often reduce checks the model store for a new current bundle."""
+
+    # --- Spark (spark/: the streaming job and the Spark trainer) ---------------------
+    spark_master: str = "local[2]"
+    """Spark master URL: local[N] on one machine; empty under spark-submit (its --master applies: yarn, k8s://…)."""
+    spark_jars_dir: str = str(PROJECT_ROOT / ".jars" / "spark")
+    """Folder whose jars go in spark.jars (Kafka source, spark-avro, S3A; `make spark-jars`); empty when spark-submit ships them."""
+    spark_driver_memory: str = "2g"
+    """Driver JVM heap (spark.driver.memory) when the job starts its own JVM (local runs)."""
+    s3_path_style_access: bool = True
+    """Address buckets as <endpoint>/<bucket> (SeaweedFS, MinIO); false for AWS's virtual-hosted style."""
+    lake_prefix: str = ""
+    """Key prefix of the lake's tables in the lake bucket (e.g. `prod`); empty = the bucket's root."""
+    spark_checkpoint_location: str = ""
+    """Root of the streaming job's checkpoints, one folder per query; empty = s3a://<lake bucket>/<lake prefix>/_checkpoints."""
+    lake_trigger_seconds: float = Field(default=10.0, gt=0)
+    """Micro-batch interval of the streaming job (each lake table is written at most this often)."""
+    spark_max_offsets_per_trigger: int = Field(default=20_000, ge=1)
+    """Most Kafka records one micro-batch of the streaming job reads per topic."""
+    pca_update_rows: int = Field(default=5_000, ge=2)
+    """The streaming job refits and publishes the PCA once this many new feature rows arrived …"""
+    pca_update_seconds: float = Field(default=3600.0, gt=0)
+    """… or once this many seconds passed since the last publication, if any new row arrived."""
+    pca_min_explained_variance: float = Field(default=0.98, gt=0, le=1)
+    """Share of the variance the streaming job's PCA keeps (the fewest components reaching it)."""
 
     # --- Local stack --------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".stack"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +82,11 @@ def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     model = LogisticRegression(max_iter=max_iter, tol=1e-6, C=1.0)
     model.fit((x - mean) / scale, np.asarray(labels))
-    coef = model.coef_ / scale
-    intercept = model.intercept_ - coef @ mean
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # one logit (of the second class); softmax over [0, logit] is the same model
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    coef = coef / scale
+    intercept = intercept - coef @ mean
     return Classifier(tuple(str(c) for c in model.classes_), coef.astype(np.float32), intercept.astype(np.float32))
 
 
@@ -93,15 +96,24 @@ def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -
     return float((predicted == np.asarray(labels)).mean())
 
 
+SaveFeatures = Callable[[str, np.ndarray, Sequence[str], Sequence[str], str], str]
+"""``(version, features, labels, sources, featurizer_id) → URI``: stores a bundle's labelled
+training features (e.g. ``fruits.lake.training_features_writer``)."""
+
+
 def train(
     data_dir: Path,
     featurizer: Featurizer,
     min_explained_variance: float = 0.98,
     evaluate: bool = True,
     per_class: int | None = None,
+    save_features: SaveFeatures | None = None,
 ) -> ModelBundle:
     """Train a bundle from ``data_dir``; if a ``Test`` split sits beside ``Training``,
-    score it and record the accuracy in the manifest."""
+    score it and record the accuracy in the manifest. With ``save_features``, the
+    labelled training features are stored and the manifest names them
+    (``training_features``): the streaming job retrains the classifier on them when it
+    publishes a new PCA."""
     started = time.perf_counter()
     training = list_images(training_dir(data_dir), per_class)
     log.info("training on %d images of %d classes", len(training.paths), len(set(training.labels)))
@@ -117,7 +129,11 @@ def train(
         "per_class_limit": per_class,
         "training_seconds": round(time.perf_counter() - started, 1),
     }
-    bundle = ModelBundle(new_version(), featurizer.id, pca, classifier, manifest)
+    version = new_version()
+    if save_features is not None:
+        sources = [str(p) for p in training.paths]
+        manifest["training_features"] = save_features(version, features, training.labels, sources, featurizer.id)
+    bundle = ModelBundle(version, featurizer.id, pca, classifier, manifest)
     test_dir = test_dir_beside(training_dir(data_dir))
     if evaluate and test_dir is not None:
         test = list_images(test_dir)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from fruits import metrics
 from fruits.avro import PHOTO_FEATURES, PREPROCESSED_PHOTO, avro_type
 from fruits.featurizer import Featurizer
 from fruits.kafka import Stage, run_stage
@@ -11,6 +14,11 @@ from services.featurize.transform import featurize_batch
 
 def build_stage(settings: Settings) -> Stage:
     featurizer = Featurizer(settings.featurizer_path, settings.onnx_threads)
+
+    def start(stop: Callable[[], bool]) -> None:
+        featurizer.warm_up()
+        metrics.ModelMetrics("featurize", settings.metrics_enabled).use("featurizer", featurizer.id)
+
     return Stage(
         name="featurize",
         input_topic=settings.topic_preprocessed,
@@ -18,7 +26,7 @@ def build_stage(settings: Settings) -> Stage:
         output_topic=settings.topic_features,
         output_type=avro_type(PHOTO_FEATURES),
         transform=lambda batch: featurize_batch([r.record for r in batch], featurizer, featurizer.id),
-        on_start=lambda stop: featurizer.warm_up(),
+        on_start=start,
     )
 
 

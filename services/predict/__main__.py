@@ -18,13 +18,16 @@ from services.predict.transform import predict_batch
 def build_stage(settings: Settings) -> Stage:
     bundles = BundlesByVersion(ModelStore(s3_client(settings), settings.model_bucket))
     catalog = load_catalog()
+    models = metrics.ModelMetrics("predict", settings.metrics_enabled)
+    predictions = metrics.PredictionMetrics(settings.metrics_enabled)
 
     def transform(batch: list[Received]) -> list[Outcome]:
         now = datetime.now(timezone.utc)
         outcomes = predict_batch([r.record for r in batch], bundles.get, catalog, now)
-        for outcome in outcomes:
-            if not isinstance(outcome, RecordError):
-                metrics.END_TO_END_SECONDS.observe((now - outcome["received_at"]).total_seconds())
+        good = [outcome for outcome in outcomes if not isinstance(outcome, RecordError)]
+        if good:  # during a rollout a batch may mix bundles: the last one is reported
+            models.use("classifier", good[-1]["model_versions"]["classifier_version"])
+        predictions.observe(good, now)
         return outcomes
 
     return Stage(

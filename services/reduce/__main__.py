@@ -13,11 +13,12 @@ from services.reduce.transform import reduce_batch
 
 def build_stage(settings: Settings) -> Stage:
     current = CurrentBundle(ModelStore(s3_client(settings), settings.model_bucket), settings.model_refresh_seconds)
+    models = metrics.ModelMetrics("reduce", settings.metrics_enabled)
 
     def transform(batch: list[Received]) -> list[Outcome]:
         bundle = current.get()
         assert bundle is not None, "on_start waited for a bundle"
-        metrics.MODEL_VERSION.labels("reduce", "pca", bundle.version).set(1)
+        models.use_pca(bundle.version, bundle.pca.explained_variance_ratio)
         return reduce_batch([r.record for r in batch], bundle.pca, bundle.version)
 
     return Stage(

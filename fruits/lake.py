@@ -1,0 +1,137 @@
+"""The Parquet lake on S3: where its tables live, and the labelled training features.
+
+Layout, under ``s3://<lake bucket>/<lake prefix>/`` (see the README, "Spark")::
+
+    features/date=YYYY-MM-DD/batch_id=N/part-*.parquet              PhotoFeatures + Kafka coordinates
+    reduced/date=YYYY-MM-DD/batch_id=N/part-*.parquet               ReducedFeatures + Kafka coordinates
+    predictions/date=YYYY-MM-DD/label=L/batch_id=N/part-*.parquet   Prediction + Kafka coordinates
+    rejected/topic=T/date=YYYY-MM-DD/batch_id=N/part-*.parquet      records that did not decode, raw bytes
+    training_features/version=V/part-*.parquet                      label, features, source, featurizer_id
+    _checkpoints/<query>/                                          the streaming job's checkpoints (+ PCA state)
+
+The streaming job writes the first four; both trainers write ``training_features``
+(the labelled set a bundle's classifier was trained on; the bundle's manifest names it),
+which is what the streaming job retrains the classifier on when it publishes a new PCA.
+The Spark jobs use ``s3a://`` URIs for the same objects.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fruits.settings import Settings
+
+FEATURES = "features"
+REDUCED = "reduced"
+PREDICTIONS = "predictions"
+REJECTED = "rejected"
+TRAINING_FEATURES = "training_features"
+CHECKPOINTS = "_checkpoints"
+
+
+def lake_key(settings: Settings, *parts: str) -> str:
+    """Object key (or key prefix) of a lake path, below the lake prefix."""
+    return "/".join(p.strip("/") for p in (settings.lake_prefix, *parts) if p.strip("/"))
+
+
+def lake_uri(settings: Settings, *parts: str, scheme: str = "s3") -> str:
+    """``s3://<lake bucket>/<prefix>/<parts…>`` (``scheme="s3a"`` for Spark)."""
+    key = lake_key(settings, *parts)
+    return f"{scheme}://{settings.lake_bucket}" + (f"/{key}" if key else "")
+
+
+def to_s3a(uri: str) -> str:
+    """The ``s3a://`` form of an ``s3://`` URI, for Spark (other URIs are left alone)."""
+    return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
+
+
+def checkpoint_root(settings: Settings) -> str:
+    return settings.spark_checkpoint_location.rstrip("/") or lake_uri(settings, CHECKPOINTS, scheme="s3a")
+
+
+def training_features_uri(settings: Settings, version: str) -> str:
+    """Where the labelled features of bundle ``version`` go: one Hive-style partition per bundle."""
+    return lake_uri(settings, TRAINING_FEATURES, f"version={version}")
+
+
+def training_features_table(
+    features: np.ndarray, labels: Sequence[str], sources: Sequence[str], featurizer_id: str
+) -> Any:
+    """The training set as an Arrow table: label, features (list<float>), source, featurizer_id."""
+    import pyarrow as pa
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    n, dim = x.shape
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim).cast(pa.list_(pa.float32()))
+    return pa.table(
+        {
+            "label": pa.array(list(labels), pa.string()),
+            "features": vectors,
+            "source": pa.array(list(sources), pa.string()),
+            "featurizer_id": pa.array([featurizer_id] * n, pa.string()),
+        }
+    )
+
+
+def write_training_features(
+    client: Any,
+    settings: Settings,
+    version: str,
+    features: np.ndarray,
+    labels: Sequence[str],
+    sources: Sequence[str],
+    featurizer_id: str,
+) -> str:
+    """Store the labelled features a bundle was trained on (one Parquet object, written
+    before the bundle, so a manifest never names a missing set); returns its folder URI."""
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(training_features_table(features, labels, sources, featurizer_id), out, compression="zstd")
+    uri = training_features_uri(settings, version)
+    key = uri.removeprefix(f"s3://{settings.lake_bucket}/") + "/part-00000.parquet"
+    client.put_object(Bucket=settings.lake_bucket, Key=key, Body=out.getvalue())
+    return uri
+
+
+def training_features_writer(client: Any, settings: Settings) -> Callable[..., str]:
+    """``fruits.train.train``'s ``save_features``: the labelled features go to the lake."""
+
+    def save(version: str, features: np.ndarray, labels: Sequence[str], sources: Sequence[str], featurizer_id: str) -> str:
+        return write_training_features(client, settings, version, features, labels, sources, featurizer_id)
+
+    return save
+
+
+def arrow_s3_filesystem(settings: Settings) -> Any:
+    """pyarrow's S3 filesystem with the configured endpoint and credentials (analysis, tests)."""
+    from urllib.parse import urlsplit
+
+    from pyarrow import fs
+
+    endpoint = urlsplit(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    return fs.S3FileSystem(
+        access_key=settings.s3_access_key_id or None,
+        secret_key=settings.s3_secret_access_key.get_secret_value() or None,
+        region=settings.s3_region,
+        endpoint_override=endpoint.netloc if endpoint else None,
+        scheme=endpoint.scheme if endpoint else "https",
+    )
+
+
+def read_table(settings: Settings, table: str, columns: list[str] | None = None) -> Any:
+    """A lake table as one Arrow table (Hive partitions become columns), read with pyarrow
+    alone: the streaming job writes plain Parquet folders, no Spark needed to read them.
+    An absent table reads as None."""
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    filesystem = arrow_s3_filesystem(settings)
+    path = f"{settings.lake_bucket}/{lake_key(settings, table)}"
+    if filesystem.get_file_info(path).type != fs.FileType.Directory:
+        return None
+    return ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive").to_table(columns=columns)

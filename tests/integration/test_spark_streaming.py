@@ -1,0 +1,244 @@
+"""The Spark streaming job on real Kafka, real SeaweedFS and Spark local[2]: feature,
+reduced and prediction records of N photos land in the Parquet lake exactly once, even
+when the job is SIGKILLed and restarted mid-stream; the job publishes a new PCA (with
+a classifier retrained for it) and the running reduce service switches to it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from fruits import lake
+from fruits.avro import PHOTO_FEATURES, avro_type
+from fruits.featurizer import model_id
+from fruits.kafka import producer_config
+from fruits.model import ModelBundle, ModelStore, PcaStats, new_version
+from fruits.processes import start_service, stop_service, wait_ready
+from fruits.s3 import s3_client
+from fruits.settings import PROJECT_ROOT, Settings, get_settings
+from fruits.stack import ensure_buckets, ensure_topics
+from fruits.train import fit_classifier
+
+pytestmark = pytest.mark.integration
+
+N = 60  # photos; the job refits the PCA after the first half
+CLASSES = ("Banana 1", "Kiwi 1", "Lemon 1", "Strawberry 1")
+DIM = 1280
+METRICS_PORT_OFFSET = 300  # apart from the other tests' services and a running demo
+JOB_START_TIMEOUT_S = 180.0
+
+
+def synthetic_features(rng: np.random.Generator, labels: list[str], centres: np.ndarray) -> np.ndarray:
+    """Separable classes: a centre per class, plus noise (non-negative, like ReLU6 features)."""
+    index = np.array([CLASSES.index(label) for label in labels])
+    return np.clip(centres[index] + rng.normal(0, 0.5, (len(labels), DIM)), 0, None).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def settings(stack: Settings) -> Iterator[Settings]:
+    """Topics, model bucket and lake prefix of this module alone: nothing another test wrote is counted."""
+    run = uuid.uuid4().hex[:6]
+    overrides = {
+        "FRUITS_TOPIC_FEATURES": f"sparktest-{run}.features",
+        "FRUITS_TOPIC_REDUCED": f"sparktest-{run}.reduced",
+        "FRUITS_TOPIC_PREDICTIONS": f"sparktest-{run}.predictions",
+        "FRUITS_TOPIC_DEAD_LETTER": f"sparktest-{run}.dead-letter",
+        "FRUITS_MODEL_BUCKET": f"sparktest-{run}-models",
+        "FRUITS_LAKE_PREFIX": f"sparktest-{run}",
+        "FRUITS_INSTANCE_ID": f"sparktest-{run}",
+        "FRUITS_MODEL_REFRESH_SECONDS": "1",
+        "FRUITS_LAKE_TRIGGER_SECONDS": "2",
+        "FRUITS_PCA_UPDATE_ROWS": str(N // 2),
+        "FRUITS_SPARK_DRIVER_MEMORY": "1g",
+    }
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in overrides.items():
+            env.setenv(name, value)
+        get_settings.cache_clear()
+        settings = get_settings()
+        ensure_topics(settings)
+        ensure_buckets(settings)
+        yield settings
+    get_settings.cache_clear()
+
+
+class SparkJob:
+    """``python -m spark.streaming_job`` in its own process group (Python driver + JVM)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "spark.streaming_job"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL the driver and its JVM at once: a crash, no shutdown hook runs."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # the driver stops its queries, then its JVM
+        try:
+            self.process.wait(90)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # whatever of the group is left (normally nothing)
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def check_alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"the streaming job exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+
+
+def wait_for(what: str, condition, timeout: float, job: SparkJob | None = None, every: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job is not None:
+            job.check_alive()
+        if result := condition():
+            return result
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{job.log()[-4000:]}" if job else ""))
+
+
+def row_count(settings: Settings, table: str) -> int:
+    data = lake.read_table(settings, table, columns=["photo_id"])
+    return 0 if data is None else data.num_rows
+
+
+def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(0, 3, (len(CLASSES), DIM))
+    featurizer_id = model_id(settings.featurizer_path)
+    client = s3_client(settings)
+    store = ModelStore(client, settings.model_bucket)
+
+    # The labelled training set and the first bundle, as `fruits train` makes them.
+    train_labels = [label for label in CLASSES for _ in range(40)]
+    train_x = synthetic_features(rng, train_labels, centres)
+    v0 = new_version()
+    training_uri = lake.write_training_features(
+        client, settings, v0, train_x, train_labels, [f"synthetic/{i}" for i in range(len(train_x))], featurizer_id
+    )
+    stats = PcaStats.empty(DIM)
+    stats.add(train_x)
+    pca = stats.fit(0.98)
+    store.save(ModelBundle(v0, featurizer_id, pca, fit_classifier(pca.transform(train_x), train_labels),
+                           {"training_features": training_uri}))  # fmt: skip
+
+    labels = [CLASSES[i % len(CLASSES)] for i in range(N)]
+    features = synthetic_features(rng, labels, centres)
+    photo_ids = [f"spark-{uuid.uuid4().hex[:12]}" for _ in range(N)]
+    label_of = dict(zip(photo_ids, labels))
+    feature_type = avro_type(PHOTO_FEATURES)
+    producer = Producer(producer_config(settings, **{"enable.idempotence": True}))
+
+    def send(index: int) -> None:
+        now = datetime.now(timezone.utc)
+        producer.produce(settings.topic_features, key=photo_ids[index].encode(), value=feature_type.encode({
+            "photo_id": photo_ids[index], "user_id": "spark-test", "captured_at": now, "received_at": now,
+            "region": "eu", "original_uri": f"s3://fruits-photos-eu/originals/{photo_ids[index]}.jpg",
+            "featurizer_id": featurizer_id, "features": features[index].tolist(),
+        }))  # fmt: skip
+        producer.poll(0)
+
+    logs = tmp_path / "logs"
+    services = {name: start_service(name, logs, port_offset=METRICS_PORT_OFFSET) for name in ("reduce", "predict")}
+    job = SparkJob(tmp_path / "streaming_job.log")
+    try:
+        for service in services.values():
+            wait_ready(service)
+        job.start()
+        half = N // 2
+        for index in range(half):
+            send(index)
+        producer.flush(30)
+
+        # The job counts the first half, refits the PCA and publishes it with a retrained classifier.
+        v1 = wait_for("a PCA published by the streaming job",
+                      lambda: (v := store.current_version()) != v0 and v, JOB_START_TIMEOUT_S, job)  # fmt: skip
+        manifest = store.load_manifest(v1)
+        assert manifest["trained_on"]["pca"]["source"] == "stream"
+        assert manifest["trained_on"]["pca"]["rows"] == half
+        assert manifest["training_features"] == training_uri
+        assert 0.98 <= manifest["pca"]["explained_variance"] <= 1.0
+        assert manifest["previous_version"] == v0
+        wait_for("the first half in the lake", lambda: row_count(settings, lake.PREDICTIONS) >= half, 120, job)
+
+        # Second half, with the job SIGKILLed in the middle of writing a micro-batch
+        # (its offsets are logged, its output partly written), then restarted.
+        for index in range(half, N):
+            send(index)
+            producer.flush(10)
+            time.sleep(0.25)
+            if index == half + 10:
+                started = f"{settings.topic_features}: batch 1: started"
+                wait_for("the next micro-batch", lambda: started in job.log(), 60, job, every=0.1)
+                time.sleep(1.0)
+                job.kill()
+                job.start()
+        producer.flush(30)
+
+        def all_landed() -> bool:
+            return all(row_count(settings, t) >= N for t in (lake.FEATURES, lake.REDUCED, lake.PREDICTIONS))
+
+        wait_for("all rows in the three tables after the restart", all_landed, JOB_START_TIMEOUT_S, job)
+        # The second half is due for another refit: its statistics count every row once,
+        # the batch replayed after the kill included.
+        v2 = wait_for("the second PCA", lambda: (v := store.current_version()) not in (v0, v1) and v, 120, job)
+        job.check_alive()
+    finally:
+        job.stop()
+        for service in services.values():
+            stop_service(service)
+
+    assert job.process is not None and job.process.returncode == 0, f"unclean stop:\n{job.log()[-3000:]}"
+    for table in (lake.FEATURES, lake.REDUCED, lake.PREDICTIONS):
+        data = lake.read_table(settings, table).to_pylist()
+        assert len(data) == N, f"{table}: {len(data)} rows for {N} photos"
+        assert sorted(row["photo_id"] for row in data) == sorted(photo_ids), table
+        assert all(str(row["date"]) == str(row["received_at"])[:10] for row in data), "date: received_at's UTC day"
+    assert lake.read_table(settings, lake.REJECTED) is None
+
+    reduced = {row["photo_id"]: row for row in lake.read_table(settings, lake.REDUCED).to_pylist()}
+    later = photo_ids[half:]
+    assert {reduced[p]["pca_version"] for p in later} == {v1}, "reduce did not switch to the streamed PCA"
+    assert {len(reduced[p]["features"]) for p in later} == {manifest["pca"]["k"]}
+
+    predictions = {row["photo_id"]: row for row in lake.read_table(settings, lake.PREDICTIONS).to_pylist()}
+    assert {predictions[p]["model_versions"]["classifier_version"] for p in later} == {v1}
+    right = sum(predictions[p]["label"] == label_of[p] for p in later)
+    assert right >= 0.9 * len(later), f"{right}/{len(later)} right with the streamed PCA's bundle"
+    keys = [o["Key"] for o in client.list_objects_v2(
+        Bucket=settings.lake_bucket, Prefix=lake.lake_key(settings, lake.PREDICTIONS) + "/")["Contents"]]  # fmt: skip
+    assert any("/label=Kiwi 1/" in key for key in keys), keys[:5]
+    assert store.load_manifest(v2)["trained_on"]["pca"]["rows"] == N
+    # The killed micro-batch was not committed: the restarted job ran it again.
+    assert job.log().count(f"{settings.topic_features}: batch 1: started") == 2, job.log()[-4000:]
