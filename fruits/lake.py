@@ -126,7 +126,7 @@ def arrow_s3_filesystem(settings: Settings) -> Any:
 def read_table(settings: Settings, table: str, columns: list[str] | None = None) -> Any:
     """A lake table as one Arrow table (Hive partitions become columns), read with pyarrow
     alone: the streaming job writes plain Parquet folders, no Spark needed to read them.
-    An absent table reads as None."""
+    An absent table, or one whose first files are not written yet, reads as None."""
     import pyarrow.dataset as ds
     from pyarrow import fs
 
@@ -134,4 +134,7 @@ def read_table(settings: Settings, table: str, columns: list[str] | None = None)
     path = f"{settings.lake_bucket}/{lake_key(settings, table)}"
     if filesystem.get_file_info(path).type != fs.FileType.Directory:
         return None
-    return ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive").to_table(columns=columns)
+    dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
+    if not dataset.files:  # folders made, no Parquet file committed yet: no schema to read
+        return None
+    return dataset.to_table(columns=columns)

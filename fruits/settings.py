@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     metrics_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """How often librdkafka reports a consumer's statistics, which update the consumer lag gauges."""
 
+    def data_topics(self) -> list[str]:
+        """The pipeline's topics, in stage order, without the dead-letter topic."""
+        return [
+            self.topic_photos,
+            self.topic_ingested,
+            self.topic_preprocessed,
+            self.topic_features,
+            self.topic_reduced,
+            self.topic_predictions,
+        ]
+
     def s3_client_kwargs(self) -> dict[str, str | None]:
         return {
             "endpoint_url": self.s3_endpoint_url or None,

@@ -80,16 +80,8 @@ class StackError(RuntimeError):
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the pipeline's topics that are missing; return the names created."""
-    data_topics = [
-        settings.topic_photos,
-        settings.topic_ingested,
-        settings.topic_preprocessed,
-        settings.topic_features,
-        settings.topic_reduced,
-        settings.topic_predictions,
-    ]
     # Dead letters stay longer: time to look at the failures and replay them.
-    retention_days = dict.fromkeys(data_topics, 7) | {settings.topic_dead_letter: 30}
+    retention_days = dict.fromkeys(settings.data_topics(), 7) | {settings.topic_dead_letter: 30}
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     existing = admin.list_topics(timeout=10).topics
     new = [

@@ -22,15 +22,7 @@ pytestmark = pytest.mark.integration
 
 
 def _topics(settings: Settings) -> list[str]:
-    return [
-        settings.topic_photos,
-        settings.topic_ingested,
-        settings.topic_preprocessed,
-        settings.topic_features,
-        settings.topic_reduced,
-        settings.topic_predictions,
-        settings.topic_dead_letter,
-    ]
+    return [*settings.data_topics(), settings.topic_dead_letter]
 
 
 def _s3(settings: Settings, **override: str) -> Any:
