@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
-STAGE_PORTS = {"ingest": 9101, "preprocess": 9102, "featurize": 9103, "reduce": 9104, "predict": 9105}
+STAGE_PORTS = {"ingest": 9101, "preprocess": 9102, "featurize": 9103, "reduce": 9104, "predict": 9105, "spark": 9106}
 """Default /metrics port of each service (overridden by FRUITS_METRICS_PORT)."""
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -86,6 +86,20 @@ PREDICTION_CONFIDENCE = Histogram(
     "fruits_prediction_confidence",
     "Probability of the predicted class: a shift to lower values signals drift.",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99),
+)
+
+
+SPARK_BATCH_SECONDS = Histogram(
+    "fruits_spark_batch_duration_seconds",
+    "Duration of a streaming micro-batch (trigger execution), per query; from the Spark driver.",
+    ["query"],
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+)
+SPARK_INPUT_ROWS_PER_SECOND = Gauge(
+    "fruits_spark_input_rows_per_second", "Input rate of a query's last micro-batch (rows/s).", ["query"]
+)
+SPARK_ROWS_WRITTEN = Counter(
+    "fruits_spark_rows_written_total", "Rows written to a lake table (a replayed micro-batch counts again).", ["table"]
 )
 
 

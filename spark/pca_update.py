@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from fruits.lake import to_s3a
+from fruits.metrics import ModelMetrics
 from fruits.model import ModelBundle, ModelStore, PcaStats, new_version
 from fruits.settings import Settings
 from fruits.train import fit_classifier
@@ -211,6 +212,7 @@ class PcaPublisher:
         self.store = store
         self.read_training = read_training
         self._training: LabelledFeatures | None = None
+        self.model_metrics = ModelMetrics("spark", settings.metrics_enabled)
 
     def _training_set(self, uri: str) -> LabelledFeatures:
         if self._training is None or self._training.uri != uri:
@@ -256,6 +258,7 @@ class PcaPublisher:
         }  # fmt: skip
         bundle = ModelBundle(new_version(), state.featurizer_id, pca, classifier, manifest)
         self.store.save(bundle)  # the bundle's files first, then current.json
+        self.model_metrics.use_pca(bundle.version, pca.explained_variance_ratio)
         log.info(
             "published bundle %s: PCA of %d streamed rows, k=%d (%.1f %% of the variance), classifier retrained on %s",
             bundle.version, state.stats.count, pca.k, 100 * pca.explained_variance_ratio.sum(), uri,

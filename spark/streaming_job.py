@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from fruits import lake
+from fruits import lake, metrics
 from fruits.avro import PHOTO_FEATURES, PREDICTION, REDUCED_FEATURES
 from fruits.featurizer import model_id
 from fruits.model import ModelStore
@@ -93,10 +93,31 @@ class LakeSink:
                 rejected = transforms.with_batch_id(transforms.rejected_rows(decoded), batch_id)
                 overwrite_partitions(rejected, self.rejected_path, ("topic", "date"))
             log.info("%s: batch %d: %d rows → %s", self.table.topic, batch_id, good, self.path)
+            metrics.SPARK_ROWS_WRITTEN.labels(self.table.name).inc(good)
             if self.after is not None and good:
                 self.after(transforms.lake_rows(decoded), batch_id)
         finally:
             decoded.unpersist()
+
+
+class ProgressMetrics(StreamingQueryListener):
+    """Exports each query's micro-batch duration and input rate: the driver is the one
+    long-lived process that sees every query's progress, so it serves /metrics itself."""
+
+    def onQueryStarted(self, event) -> None:  # noqa: N802 (Spark's names)
+        pass
+
+    def onQueryProgress(self, event) -> None:  # noqa: N802
+        progress = event.progress
+        metrics.SPARK_BATCH_SECONDS.labels(progress.name).observe(progress.durationMs.get("triggerExecution", 0) / 1000)
+        rate = progress.inputRowsPerSecond
+        metrics.SPARK_INPUT_ROWS_PER_SECOND.labels(progress.name).set(rate if rate == rate else 0.0)  # NaN when idle
+
+    def onQueryIdle(self, event) -> None:  # noqa: N802
+        pass
+
+    def onQueryTerminated(self, event) -> None:  # noqa: N802
+        pass
 
 
 def kafka_stream(spark: SparkSession, settings: Settings, topic: str) -> DataFrame:
@@ -162,6 +183,10 @@ def main() -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     settings = get_settings()
     spark = spark_session(settings, "fruits-streaming")
+    if settings.metrics_enabled:
+        port = metrics.serve_metrics("spark", settings.metrics_port, settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, port)
+        spark.streams.addListener(ProgressMetrics())
     queries = start(spark, settings)
     # The handler only sets a flag: a py4j call from it would interleave with the main
     # thread's call in progress on the same connection.

@@ -6,10 +6,12 @@ a classifier retrained for it) and the running reduce service switches to it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -27,7 +29,7 @@ from fruits.model import ModelBundle, ModelStore, PcaStats, new_version
 from fruits.processes import start_service, stop_service, wait_ready
 from fruits.s3 import s3_client
 from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.stack import ensure_buckets, ensure_topics
+from fruits.stack import ensure_buckets, ensure_topics, free_port_block
 from fruits.train import fit_classifier
 
 pytestmark = pytest.mark.integration
@@ -79,13 +81,18 @@ class SparkJob:
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self.metrics_port = free_port_block(1)
+
+    def metrics(self) -> str:
+        """The driver's /metrics page."""
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "spark.streaming_job"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "FRUITS_METRICS_PORT": str(self.metrics_port)},
             )  # fmt: skip
 
     def kill(self) -> None:
@@ -214,6 +221,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         # the batch replayed after the kill included.
         v2 = wait_for("the second PCA", lambda: (v := store.current_version()) not in (v0, v1) and v, 120, job)
         job.check_alive()
+        # The restarted driver's /metrics; it records the PCA just after publishing it.
+        driver_metrics = wait_for("the driver's PCA metrics", lambda: v2 in (page := job.metrics()) and page, 30, job)
     finally:
         job.stop()
         for service in services.values():
@@ -240,5 +249,13 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         Bucket=settings.lake_bucket, Prefix=lake.lake_key(settings, lake.PREDICTIONS) + "/")["Contents"]]  # fmt: skip
     assert any("/label=Kiwi 1/" in key for key in keys), keys[:5]
     assert store.load_manifest(v2)["trained_on"]["pca"]["rows"] == N
+    # The driver's metrics: progress of every query, rows written, the PCA it published.
+    for query in ("lake-features", "lake-reduced", "lake-predictions"):
+        assert f'fruits_spark_batch_duration_seconds_count{{query="{query}"}}' in driver_metrics, query
+    written = re.findall(r'fruits_spark_rows_written_total\{table="(\w+)"\} (\S+)', driver_metrics)
+    assert {table for table, value in written if float(value) > 0} == {"features", "reduced", "predictions"}, written
+    assert f'fruits_model_info{{kind="pca",stage="spark",version="{v2}"}} 1.0' in driver_metrics
+    explained = re.search(r"^fruits_pca_explained_variance_ratio (\S+)$", driver_metrics, re.M)
+    assert explained and float(explained.group(1)) == pytest.approx(store.load_manifest(v2)["pca"]["explained_variance"])
     # The killed micro-batch was not committed: the restarted job ran it again.
     assert job.log().count(f"{settings.topic_features}: batch 1: started") == 2, job.log()[-4000:]
