@@ -15,7 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from fruits.settings import Settings, get_settings
+from fruits.featurizer import Featurizer
+from fruits.model import ModelStore
+from fruits.s3 import s3_client
+from fruits.settings import PROJECT_ROOT, Settings, get_settings
+from fruits.train import train
 from fruits.stack import KAFKA_ENV, KAFKA_PORTS, S3_ENV, S3_PORTS, free_port_block, start_stack, stop_stack
 
 
@@ -37,3 +41,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     finally:
         stop_stack(settings, purge=True)  # only what started in this state dir
         get_settings.cache_clear()
+
+
+SAMPLE_DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360"
+
+
+@pytest.fixture(scope="session")
+def trained(stack: Settings) -> Settings:
+    """The stack with a current bundle trained on the sample, 30 images per class: a
+    quick model that still recognises the sample's Test photos."""
+    if not (SAMPLE_DATA / "Training").is_dir():
+        pytest.skip(f"sample dataset not found at {SAMPLE_DATA}")
+    settings = get_settings()
+    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store.save(train(SAMPLE_DATA, Featurizer(settings.featurizer_path), evaluate=False, per_class=30))
+    return settings

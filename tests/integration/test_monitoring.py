@@ -16,15 +16,12 @@ import pytest
 import yaml
 
 from fruits.client import PhotoSender, new_photo_id, round_trip
-from fruits.featurizer import Featurizer
 from fruits.metrics import STAGE_PORTS
-from fruits.model import ModelStore
 from fruits.monitor import prometheus_argv, query, ready
 from fruits.processes import ServiceProcess, free_port_offset, start_services, stop_service, stop_services
-from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
+from fruits.settings import PROJECT_ROOT, Settings
 from fruits.stack import free_port_block
-from fruits.train import list_images, train
+from fruits.train import list_images
 
 pytestmark = [
     pytest.mark.integration,
@@ -41,14 +38,8 @@ BAD_PHOTOS = 3
 
 
 @pytest.fixture(scope="module")
-def settings(stack: Settings) -> Settings:
-    if not (DATA / "Training").is_dir():
-        pytest.skip(f"sample dataset not found at {DATA}")
-    settings = get_settings()
-    store = ModelStore(s3_client(settings), settings.model_bucket)
-    if store.current_version() is None:  # test_pipeline may have trained one in this session's stack
-        store.save(train(DATA, Featurizer(settings.featurizer_path), evaluate=False, per_class=30))
-    return settings
+def settings(trained: Settings) -> Settings:
+    return trained
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,15 @@ import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
 from fruits.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
 from fruits.client import PhotoSender, PredictionReader, new_photo_id, round_trip
-from fruits.featurizer import Featurizer
-from fruits.model import ModelStore
 from fruits.processes import SERVICES, ServiceProcess, start_service, start_services, stop_services, wait_ready
 from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.train import list_images, train
+from fruits.settings import PROJECT_ROOT, Settings
+from fruits.train import list_images
 from tests import images
 
 pytestmark = pytest.mark.integration
@@ -30,15 +27,8 @@ METRICS_PORT_OFFSET = 100  # leaves the default ports to a demo running beside t
 
 
 @pytest.fixture(scope="module")
-def settings(stack: Settings) -> Settings:
-    if not (DATA / "Training").is_dir():
-        pytest.skip(f"sample dataset not found at {DATA}")
-    settings = get_settings()
-    store = ModelStore(s3_client(settings), settings.model_bucket)
-    # 30 images per class: a quick model that still recognises the sample's Test photos.
-    bundle = train(DATA, Featurizer(settings.featurizer_path), evaluate=False, per_class=30)
-    store.save(bundle)
-    return settings
+def settings(trained: Settings) -> Settings:
+    return trained
 
 
 @pytest.fixture(scope="module")
