@@ -48,13 +48,13 @@ $(KAFKA_JARS): deploy/kafka/pom.xml
 	touch $@
 
 up: setup  ## start Kafka and SeaweedFS on loopback, create topics and buckets
-	$(PY) -m fruits.stack up
+	$(PY) -m tools.stack up
 
-down:  ## stop Kafka and SeaweedFS (data kept; `python -m fruits.stack down --purge` deletes it)
-	$(PY) -m fruits.stack down
+down:  ## stop Kafka and SeaweedFS (data kept; `python -m tools.stack down --purge` deletes it)
+	$(PY) -m tools.stack down
 
 status:  ## what runs, and where
-	$(PY) -m fruits.stack status
+	$(PY) -m tools.stack status
 
 demo: up  ## train if needed, stream the sample's Test images through the five services
 	$(VENV)/bin/fruits demo --data $(DATA)
@@ -72,23 +72,24 @@ services: up  ## run the five services in the foreground
 	$(VENV)/bin/fruits services
 
 monitor: setup  ## start Prometheus on 127.0.0.1:$(PROMETHEUS_PORT) against the running services; prints its URL
-	$(PY) -m fruits.monitor up --port $(PROMETHEUS_PORT)
+	$(PY) -m tools.monitor up --port $(PROMETHEUS_PORT)
 
 monitor-down:  ## stop the Prometheus started by `make monitor` (its data is kept in .stack/prometheus)
-	$(PY) -m fruits.monitor down
+	$(PY) -m tools.monitor down
 
 bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
-	$(PY) -m fruits.bench --data $(DATA)
+	$(PY) -m tools.bench --data $(DATA)
 
 bench-metrics: setup  ## metrics on vs off: CPU per record of the five services, on a throwaway stack
-	$(PY) -m fruits.bench_metrics --own-stack --data $(DATA)
+	$(PY) -m tools.bench_metrics --own-stack --data $(DATA)
 
-test: setup  ## unit and integration tests (the integration stack is started by the tests)
+test: setup  ## the layer contract (lint-imports), unit and integration tests (the integration stack is started by the tests)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 unit-test: setup  ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit
 
 clean:  ## remove the venv, jars and local stack state
-	-$(PY) -m fruits.stack down
+	-$(PY) -m tools.stack down
 	rm -rf $(VENV) .jars .stack

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from fruits.lake import to_s3a
-from fruits.metrics import ModelMetrics
-from fruits.model import ModelBundle, ModelStore, PcaStats, new_version
-from fruits.settings import Settings
-from fruits.train import fit_classifier
+from core.lake import to_s3a
+from core.metrics import ModelMetrics
+from core.model import ModelBundle, ModelStore, PcaStats, new_version
+from core.settings import Settings
+from core.model import fit_classifier
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -190,7 +190,7 @@ class LabelledFeatures:
 
 
 def read_labelled_features(spark: SparkSession, uri: str) -> LabelledFeatures:
-    """A training set written by a trainer (``fruits.lake``), collected to the driver."""
+    """A training set written by a trainer (``core.lake``), collected to the driver."""
     table = spark.read.parquet(to_s3a(uri)).select("label", "features", "featurizer_id").toPandas()
     featurizer_ids = set(table["featurizer_id"])
     if len(featurizer_ids) != 1:

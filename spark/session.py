@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fruits.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

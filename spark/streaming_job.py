@@ -24,12 +24,12 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
-from fruits import lake, metrics
-from fruits.avro import PHOTO_FEATURES, PREDICTION, REDUCED_FEATURES
-from fruits.featurizer import model_id
-from fruits.model import ModelStore
-from fruits.s3 import s3_client
-from fruits.settings import Settings, get_settings
+from core import lake, metrics
+from core.avro import PHOTO_FEATURES, PREDICTION, REDUCED_FEATURES
+from core.featurizer import model_id
+from core.model import ModelStore
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
 from spark import transforms
 from spark.pca_update import HadoopFiles, PcaPublisher, PcaUpdater, StateStore, read_labelled_features
 from spark.session import spark_session

@@ -24,13 +24,14 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
-from fruits import lake
-from fruits.featurizer import Featurizer, model_id
-from fruits.imaging import preprocess
-from fruits.model import ModelBundle, Pca, new_version
-from fruits.s3 import s3_client
-from fruits.settings import Settings, get_settings
-from fruits.train import IMAGE_SUFFIXES, fit_classifier, test_dir_beside, training_dir
+from core import lake
+from core.featurizer import Featurizer, model_id
+from core.imaging import preprocess
+from core.model import ModelBundle, Pca, new_version
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
+from core.datasets import IMAGE_SUFFIXES, test_dir_beside, training_dir
+from core.model import fit_classifier
 from spark import transforms
 from spark.session import spark_session
 

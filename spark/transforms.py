@@ -1,7 +1,7 @@
 """Pure DataFrame → DataFrame steps of the Spark jobs (no sources, sinks or I/O here),
 tested on a local SparkSession.
 
-Kafka values are Avro single-object encoded (``fruits/avro.py``): ``C3 01``, the 8-byte
+Kafka values are Avro single-object encoded (``core/avro.py``): ``C3 01``, the 8-byte
 CRC-64-AVRO fingerprint of the writer schema, then the Avro body. ``decode_kafka``
 checks the 10-byte header against the expected schema's and decodes the body with
 spark-avro's ``from_avro`` and the ``.avsc`` from ``schemas/``; a record that does not
@@ -18,8 +18,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from fruits.avro import HEADER_SIZE, MARKER, SCHEMA_DIR, avro_type
-from fruits.model import PcaStats
+from core.avro import HEADER_SIZE, MARKER, SCHEMA_DIR, avro_type
+from core.model import PcaStats
 
 KAFKA_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
 """Where each lake row came from: with the table's topic, a unique key of the row."""

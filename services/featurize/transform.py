@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from fruits.errors import RecordError
-from fruits.imaging import MODEL_INPUT_SIZE
+from core.errors import RecordError
+from core.imaging import MODEL_INPUT_SIZE
 
 EXPECTED_SHAPE = [MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3]
 

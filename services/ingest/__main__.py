@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from fruits.avro import INGESTED_PHOTO, PHOTO_EVENT, avro_type
-from fruits.kafka import Outcome, Received, Stage, per_record, run_stage
-from fruits.s3 import read_object, s3_client
-from fruits.settings import Settings, get_settings
+from core.avro import INGESTED_PHOTO, PHOTO_EVENT, avro_type
+from core.kafka import Outcome, Received, Stage, per_record, run_stage
+from core.s3 import read_object, s3_client
+from core.settings import Settings, get_settings
 from services.ingest.transform import IngestPolicy, Original, ingest_photo
 
 S3_UPLOAD_THREADS = 8

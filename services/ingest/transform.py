@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from fruits.errors import RecordError
-from fruits.imaging import inspect_image, strip_gps
+from core.errors import RecordError
+from core.imaging import inspect_image, strip_gps
 
 PHOTO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}

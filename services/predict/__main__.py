@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from fruits import metrics
-from fruits.avro import PREDICTION, REDUCED_FEATURES, avro_type
-from fruits.catalog import load_catalog
-from fruits.errors import RecordError
-from fruits.kafka import Outcome, Received, Stage, run_stage
-from fruits.model import BundlesByVersion, ModelStore
-from fruits.s3 import s3_client
-from fruits.settings import Settings, get_settings
+from core import metrics
+from core.avro import PREDICTION, REDUCED_FEATURES, avro_type
+from core.catalog import load_catalog
+from core.errors import RecordError
+from core.kafka import Outcome, Received, Stage, run_stage
+from core.model import BundlesByVersion, ModelStore
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
 from services.predict.transform import predict_batch
 
 

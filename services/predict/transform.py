@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from fruits.catalog import FruitFacts
-from fruits.errors import RecordError
-from fruits.model import ModelBundle
+from core.catalog import FruitFacts
+from core.errors import RecordError
+from core.model import ModelBundle
 
 TOP_K = 5
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fruits.avro import INGESTED_PHOTO, PREPROCESSED_PHOTO, avro_type
-from fruits.kafka import Stage, per_record, run_stage
-from fruits.s3 import read_object, s3_client
-from fruits.settings import Settings, get_settings
+from core.avro import INGESTED_PHOTO, PREPROCESSED_PHOTO, avro_type
+from core.kafka import Stage, per_record, run_stage
+from core.s3 import read_object, s3_client
+from core.settings import Settings, get_settings
 from services.preprocess.transform import preprocess_photo
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fruits.imaging import MODEL_INPUT_SIZE, preprocess
+from core.imaging import MODEL_INPUT_SIZE, preprocess
 
 
 def preprocess_photo(

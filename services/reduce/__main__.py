@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fruits import metrics
-from fruits.avro import PHOTO_FEATURES, REDUCED_FEATURES, avro_type
-from fruits.kafka import Outcome, Received, Stage, run_stage
-from fruits.model import CurrentBundle, ModelStore
-from fruits.s3 import s3_client
-from fruits.settings import Settings, get_settings
+from core import metrics
+from core.avro import PHOTO_FEATURES, REDUCED_FEATURES, avro_type
+from core.kafka import Outcome, Received, Stage, run_stage
+from core.model import CurrentBundle, ModelStore
+from core.s3 import s3_client
+from core.settings import Settings, get_settings
 from services.reduce.transform import reduce_batch
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from fruits.errors import RecordError
-from fruits.model import Pca
+from core.errors import RecordError
+from core.model import Pca
 
 
 def reduce_batch(records: list[dict[str, Any]], pca: Pca, pca_version: str) -> list[dict[str, Any] | RecordError]:

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from fruits.featurizer import Featurizer
-from fruits.model import ModelStore
-from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.train import train
-from fruits.stack import KAFKA_ENV, KAFKA_PORTS, S3_ENV, S3_PORTS, free_port_block, start_stack, stop_stack
+from core.featurizer import Featurizer
+from core.model import ModelStore
+from core.s3 import s3_client
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from training.trainer import train
+from tools.stack import KAFKA_ENV, KAFKA_PORTS, S3_ENV, S3_PORTS, free_port_block, start_stack, stop_stack
 
 
 @pytest.fixture(scope="session")

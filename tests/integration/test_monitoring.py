@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fruits.client import PhotoSender, new_photo_id, round_trip
-from fruits.metrics import STAGE_PORTS
-from fruits.monitor import prometheus_argv, query, ready
-from fruits.processes import ServiceProcess, free_port_offset, start_services, stop_service, stop_services
-from fruits.settings import PROJECT_ROOT, Settings
-from fruits.stack import free_port_block
-from fruits.train import list_images
+from tools.client import PhotoSender, new_photo_id, round_trip
+from core.metrics import STAGE_PORTS
+from tools.monitor import prometheus_argv, query, ready
+from tools.services import ServiceProcess, free_port_offset, start_services, stop_service, stop_services
+from core.settings import PROJECT_ROOT, Settings
+from tools.stack import free_port_block
+from core.datasets import list_images
 
 pytestmark = [
     pytest.mark.integration,

@@ -12,12 +12,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fruits.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
-from fruits.client import PhotoSender, PredictionReader, new_photo_id, round_trip
-from fruits.processes import SERVICES, ServiceProcess, start_service, start_services, stop_services, wait_ready
-from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings
-from fruits.train import list_images
+from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
+from tools.client import PhotoSender, PredictionReader, new_photo_id, round_trip
+from core.settings import PIPELINE_SERVICES as SERVICES
+from tools.services import ServiceProcess, start_service, start_services, stop_services, wait_ready
+from core.s3 import s3_client
+from core.settings import PROJECT_ROOT, Settings
+from core.datasets import list_images
 from tests import images
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
     reader = PredictionReader(settings)
     try:
         produced = subprocess.run(
-            [sys.executable, "-m", "fruits.cli", "produce", "--print-ids", "--quiet", str(photo)],
+            [sys.executable, "-m", "tools.cli", "produce", "--print-ids", "--quiet", str(photo)],
             capture_output=True, text=True, timeout=60, check=True,
         )
         photo_id = produced.stdout.split("\t")[0].strip()

@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from fruits import lake
-from fruits.avro import PHOTO_FEATURES, avro_type
-from fruits.featurizer import model_id
-from fruits.kafka import producer_config
-from fruits.model import ModelBundle, ModelStore, PcaStats, new_version
-from fruits.processes import start_service, stop_service, wait_ready
-from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.stack import ensure_buckets, ensure_topics, free_port_block
-from fruits.train import fit_classifier
+from core import lake
+from core.avro import PHOTO_FEATURES, avro_type
+from core.featurizer import model_id
+from core.kafka import producer_config
+from core.model import ModelBundle, ModelStore, PcaStats, new_version
+from tools.services import start_service, stop_service, wait_ready
+from core.s3 import s3_client
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from tools.stack import ensure_buckets, ensure_topics, free_port_block
+from core.model import fit_classifier
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits import lake
-from fruits.featurizer import Featurizer
-from fruits.model import ModelStore
-from fruits.s3 import s3_client
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.train import featurize_files
+from core import lake
+from core.featurizer import Featurizer
+from core.model import ModelStore
+from core.s3 import s3_client
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from training.trainer import featurize_files
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from fruits.avro import DEAD_LETTER, PHOTO_FEATURES, avro_type
-from fruits.featurizer import Featurizer
-from fruits.lake import training_features_table
-from fruits.settings import PROJECT_ROOT, Settings
-from fruits.train import featurize_files, list_images
+from core.avro import DEAD_LETTER, PHOTO_FEATURES, avro_type
+from core.featurizer import Featurizer
+from core.lake import training_features_table
+from core.settings import PROJECT_ROOT, Settings
+from core.datasets import list_images
+from training.trainer import featurize_files
 from spark import transforms
 from spark.pca_update import PcaUpdater, StateStore, read_labelled_features
 from spark.session import spark_session

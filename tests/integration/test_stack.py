@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from fruits.settings import PROJECT_ROOT, Settings
-from fruits.stack import DAY_MS, MAX_DEAD_LETTER_BYTES, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
+from core.settings import PROJECT_ROOT, Settings
+from tools.stack import DAY_MS, MAX_DEAD_LETTER_BYTES, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_s3_refuses_wrong_credentials(stack: Settings, override: dict[str, str])
 
 def test_status_shows_the_running_servers(stack: Settings) -> None:
     status = subprocess.run(
-        [sys.executable, "-m", "fruits.stack", "status"],
+        [sys.executable, "-m", "tools.stack", "status"],
         capture_output=True,
         text=True,
         check=True,

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import fastavro
 import pytest
 
-from fruits.avro import DEAD_LETTER, PHOTO_EVENT, SCHEMA_DIR, avro_type
-from fruits.errors import RecordError
+from core.avro import DEAD_LETTER, PHOTO_EVENT, SCHEMA_DIR, avro_type
+from core.errors import RecordError
 
 EVENT = {
     "photo_id": "p1",
@@ -78,7 +78,7 @@ def test_truncated_and_padded_bodies_are_corrupt():
 
 def test_records_of_an_earlier_schema_version_are_resolved(tmp_path, monkeypatch):
     """A record written with a kept earlier version decodes through schema resolution."""
-    import fruits.avro as avro
+    import core.avro as avro
 
     earlier = json.loads((SCHEMA_DIR / "PhotoEvent.avsc").read_text())
     earlier["fields"] = [f for f in earlier["fields"] if f["name"] != "content_type"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits.catalog import FruitFacts, Nutrition, load_catalog
+from core.catalog import FruitFacts, Nutrition, load_catalog
 
 PROJECT_ROOT = Path(__file__).parents[2]
 TRAINING_DIR = PROJECT_ROOT / ".." / "shared" / "data" / "fruits360" / "Training"

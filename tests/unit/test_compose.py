@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
-from fruits.metrics import STAGE_PORTS
-from fruits.processes import SERVICES
-from fruits.settings import PROJECT_ROOT, Settings
+from core.metrics import STAGE_PORTS
+from core.settings import PIPELINE_SERVICES as SERVICES
+from core.settings import PROJECT_ROOT, Settings
 
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -51,7 +51,7 @@ def test_the_stack_is_complete():
 def test_commands_run_modules_that_exist(name):
     command = BUILT[name]["command"]
     if command[0] == "fruits":  # the console script
-        from fruits.cli import main  # noqa: F401  (it exists)
+        from tools.cli import main  # noqa: F401  (it exists)
 
         return
     assert command[:2] == ["python", "-m"], command

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fruits.errors import RecordError
-from fruits.imaging import inspect_image, preprocess, sniff_content_type, strip_gps
+from core.errors import RecordError
+from core.imaging import inspect_image, preprocess, sniff_content_type, strip_gps
 from tests import images
 
 MAX_PIXELS = 40_000_000

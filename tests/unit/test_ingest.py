@@ -2,7 +2,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fruits.errors import RecordError
+from core.errors import RecordError
 from services.ingest.transform import IngestPolicy, ingest_photo
 from tests import images
 

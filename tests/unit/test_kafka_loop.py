@@ -2,8 +2,8 @@
 
 from datetime import datetime, timezone
 
-from fruits.errors import RecordError
-from fruits.kafka import Received, next_offsets, per_record
+from core.errors import RecordError
+from core.kafka import Received, next_offsets, per_record
 
 
 class FakeMessage:

@@ -3,8 +3,8 @@ import io
 import numpy as np
 import pyarrow.parquet as pq
 
-from fruits import lake
-from fruits.settings import Settings
+from core import lake
+from core.settings import Settings
 
 
 def test_lake_paths_with_and_without_prefix():

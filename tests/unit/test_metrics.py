@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 from prometheus_client import REGISTRY, generate_latest
 
-from fruits import metrics
+from core import metrics
 
 
 def sample(name: str, **labels: str) -> float | None:

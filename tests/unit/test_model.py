@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fruits.model import Classifier, PcaStats
+from core.model import Classifier, PcaStats
 
 
 def data(n=400, d=12, seed=0):

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fruits.metrics import STAGE_PORTS
-from fruits.settings import PROJECT_ROOT, Settings
+from core.metrics import STAGE_PORTS
+from core.settings import PROJECT_ROOT, Settings
 
 PROMETHEUS = PROJECT_ROOT / "deploy" / "prometheus"
 GRAFANA = PROJECT_ROOT / "deploy" / "grafana"
@@ -116,7 +116,7 @@ def test_provisioning_points_at_the_dashboards_folder():
 def test_readme_documents_every_metric_and_the_metrics_settings():
     readme = (PROJECT_ROOT / "README.md").read_text()
     names = set(re.findall(r'Histogram\(\s*"(\w+)"|Counter\(\s*"(\w+)"|Gauge\(\s*"(\w+)"',
-                           (PROJECT_ROOT / "fruits" / "metrics.py").read_text()))  # fmt: skip
+                           (PROJECT_ROOT / "core" / "metrics.py").read_text()))  # fmt: skip
     for name in {n for group in names for n in group if n}:
         assert f"`{name}" in readme, f"README's monitoring section lacks {name}"
     for field in Settings.model_fields:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from fruits.model import ModelBundle, ModelStore, PcaStats
-from fruits.settings import Settings
-from fruits.train import fit_classifier
+from core.model import ModelBundle, ModelStore, PcaStats
+from core.settings import Settings
+from core.model import fit_classifier
 from spark.pca_update import (
     LabelledFeatures,
     PcaPublisher,

@@ -9,8 +9,8 @@ import fastavro
 import pytest
 from fastavro.utils import generate_many
 
-from fruits.avro import SCHEMA_DIR, load_schema_file
-from fruits.settings import PROJECT_ROOT
+from core.avro import SCHEMA_DIR, load_schema_file
+from core.settings import PROJECT_ROOT
 
 SCHEMAS = sorted(SCHEMA_DIR.glob("*.avsc"))
 HISTORY = sorted((SCHEMA_DIR / "history").glob("*.avsc"))

@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from fruits.catalog import load_catalog
-from fruits.errors import RecordError
-from fruits.model import Classifier, ModelBundle, Pca
+from core.catalog import load_catalog
+from core.errors import RecordError
+from core.model import Classifier, ModelBundle, Pca
 from services.featurize.transform import featurize_batch
 from services.predict.transform import predict_batch
 from services.preprocess.transform import preprocess_photo

@@ -22,9 +22,11 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from core.settings import PIPELINE_SERVICES
+
 log = logging.getLogger(__name__)
 
-STAGE_PORTS = {"ingest": 9101, "preprocess": 9102, "featurize": 9103, "reduce": 9104, "predict": 9105, "spark": 9106}
+STAGE_PORTS = {name: 9101 + index for index, name in enumerate((*PIPELINE_SERVICES, "spark"))}
 """Default /metrics port of each service (overridden by FRUITS_METRICS_PORT)."""
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fruits.settings import Settings
+from core.settings import Settings
 
 FEATURES = "features"
 REDUCED = "reduced"
@@ -99,7 +99,7 @@ def write_training_features(
 
 
 def training_features_writer(client: Any, settings: Settings) -> Callable[..., str]:
-    """``fruits.train.train``'s ``save_features``: the labelled features go to the lake."""
+    """``training.trainer.train``'s ``save_features``: the labelled features go to the lake."""
 
     def save(version: str, features: np.ndarray, labels: Sequence[str], sources: Sequence[str], featurizer_id: str) -> str:
         return write_training_features(client, settings, version, features, labels, sources, featurizer_id)

@@ -41,7 +41,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
+from core.settings import PROJECT_ROOT, Settings, get_settings
 
 POM = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 JARS = PROJECT_ROOT / ".jars" / "kafka"
@@ -60,7 +60,7 @@ MAX_DEAD_LETTER_BYTES = 2 * MAX_MESSAGE_BYTES
 DAY_MS = 24 * 3600 * 1000
 
 LOG4J2 = """\
-# Written by fruits.stack: Kafka logs to stdout, which the stack appends to logs/kafka.log.
+# Written by tools.stack: Kafka logs to stdout, which the stack appends to logs/kafka.log.
 status = warn
 appender.out.type = Console
 appender.out.name = out
@@ -224,7 +224,7 @@ def _spawn_kafka(settings: Settings) -> int:
 
 def _kafka_properties(port: int, data: Path) -> str:
     return f"""\
-# Written by fruits.stack on every start: change the code, not this file.
+# Written by tools.stack on every start: change the code, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{port + 1}
@@ -477,7 +477,7 @@ def _check_free(ports: range, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fruits.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start Kafka and SeaweedFS if needed, wait for them, create topics and buckets")

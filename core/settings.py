@@ -12,6 +12,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+PIPELINE_SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
+"""The five services, in the order a photo passes them (``python -m services.<name>``)."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -77,7 +80,7 @@ class Settings(BaseSettings):
     """Largest accepted width × height: a guard against decompression bombs."""
 
     # --- Model --------------------------------------------------------------------
-    featurizer_path: Path = PROJECT_ROOT / "fruits" / "models" / "mobilenetv2_100px.onnx"
+    featurizer_path: Path = PROJECT_ROOT / "core" / "models" / "mobilenetv2_100px.onnx"
     """ONNX featurizer (uint8 NHWC image in, float32 features out)."""
     onnx_threads: int = Field(default=1, ge=1)
     """onnxruntime intra-op threads of the featurize service. 1 on a small machine: a
@@ -112,7 +115,7 @@ class Settings(BaseSettings):
 
     # --- Local stack --------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".stack"
-    """Data, logs and pid files of the embedded local stack (`python -m fruits.stack`)."""
+    """Data, logs and pid files of the embedded local stack (`python -m tools.stack`)."""
 
     # --- Metrics ------------------------------------------------------------------
     metrics_enabled: bool = True

@@ -17,9 +17,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fruits.settings import PROJECT_ROOT, get_settings
+from core.settings import get_settings
+from tools import FRUITS360_SAMPLE
 
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360"
 
 
 def _json_default(value: Any) -> Any:
@@ -31,8 +31,8 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from fruits.client import PhotoSender, image_files
-    from fruits.kafka import check_reachable
+    from tools.client import PhotoSender, image_files
+    from core.kafka import check_reachable
 
     settings = get_settings()
     check_reachable(settings)
@@ -55,7 +55,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
-    from fruits.client import PredictionReader
+    from tools.client import PredictionReader
 
     reader = PredictionReader(get_settings(), from_beginning=args.from_beginning)
     count = 0
@@ -78,11 +78,11 @@ def cmd_consume(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from fruits.featurizer import Featurizer
-    from fruits.lake import training_features_writer
-    from fruits.model import ModelStore
-    from fruits.s3 import check_bucket, s3_client
-    from fruits.train import train
+    from core.featurizer import Featurizer
+    from core.lake import training_features_writer
+    from core.model import ModelStore
+    from core.s3 import check_bucket, s3_client
+    from training.trainer import train
 
     settings = get_settings()
     client = s3_client(settings)
@@ -122,13 +122,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fruits.demo import run_demo
+    from tools.demo import run_demo
 
     return run_demo(get_settings(), args.data, args.limit, args.rate)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    from fruits.processes import start_services, stop_services
+    from tools.services import start_services, stop_services
 
     settings = get_settings()
     # SIGTERM stops the services like Ctrl-C does, instead of orphaning them.
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Starts the five services, trains a model first if none is current, streams the Test "
         "images through Kafka and checks every prediction against the folder label.",
     )
-    demo.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default: {DEFAULT_DATA})")
+    demo.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help=f"dataset root (default: {FRUITS360_SAMPLE})")
     demo.add_argument("--limit", type=int, help="use only this many Test images (spread over all classes)")
     demo.add_argument(
         "--rate", type=float, default=40.0,

@@ -23,8 +23,8 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from fruits.errors import RecordError
-from fruits.settings import PROJECT_ROOT
+from core.errors import RecordError
+from core.settings import PROJECT_ROOT
 
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
 HISTORY_DIR = SCHEMA_DIR / "history"

@@ -22,7 +22,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from fruits.errors import RecordError
+from core.errors import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,21 @@ class Classifier:
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -> Classifier:
+    """Logistic regression on standardised inputs, the scaling folded into the weights."""
+    from sklearn.linear_model import LogisticRegression  # training-only dependency
+
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    model = LogisticRegression(max_iter=max_iter, tol=1e-6, C=1.0)
+    model.fit((x - mean) / scale, np.asarray(labels))
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # one logit (of the second class); softmax over [0, logit] is the same model
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    coef = coef / scale
+    intercept = intercept - coef @ mean
+    return Classifier(tuple(str(c) for c in model.classes_), coef.astype(np.float32), intercept.astype(np.float32))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from fruits.settings import PROJECT_ROOT, Settings, get_settings
-from fruits.stack import StackError, _check_free, _log_file, _our_pid, _signal, _spawn, _wait_exit
+from core.settings import PROJECT_ROOT, Settings, get_settings
+from tools.stack import StackError, _check_free, _log_file, _our_pid, _signal, _spawn, _wait_exit
 
 CONFIG = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DEFAULT_PORT = 19090
@@ -101,7 +101,7 @@ def down(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m fruits.monitor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.monitor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start Prometheus on loopback against the local services")

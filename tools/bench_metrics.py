@@ -1,4 +1,4 @@
-"""``python -m fruits.bench_metrics``: what the metrics cost per record, metrics on vs off
+"""``python -m tools.bench_metrics``: what the metrics cost per record, metrics on vs off
 in one run.
 
 Two measures:
@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fruits import metrics
-from fruits.cli import DEFAULT_DATA
-from fruits.client import new_photo_id, round_trip
-from fruits.processes import ServiceProcess, free_port_offset, start_services, stop_services
-from fruits.settings import Settings, get_settings
-from fruits.train import list_images
+from core import metrics
+from tools import FRUITS360_SAMPLE
+from tools.client import new_photo_id, round_trip
+from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
+from core.settings import Settings, get_settings
+from core.datasets import list_images
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -89,7 +89,7 @@ def pipeline_run(settings: Settings, photos: list[Path], warm: list[Path], enabl
 
 @contextmanager
 def own_stack() -> Iterator[Settings]:
-    from fruits.stack import KAFKA_PORTS, S3_PORTS, free_port_block, start_stack, stop_stack
+    from tools.stack import KAFKA_PORTS, S3_PORTS, free_port_block, start_stack, stop_stack
 
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as tmp:
         settings = Settings(
@@ -108,10 +108,10 @@ def own_stack() -> Iterator[Settings]:
 
 
 def ensure_model(settings: Settings, data: Path) -> None:
-    from fruits.featurizer import Featurizer
-    from fruits.model import ModelStore
-    from fruits.s3 import s3_client
-    from fruits.train import train
+    from core.featurizer import Featurizer
+    from core.model import ModelStore
+    from core.s3 import s3_client
+    from training.trainer import train
 
     store = ModelStore(s3_client(settings), settings.model_bucket)
     if store.current_version() is None:
@@ -120,9 +120,9 @@ def ensure_model(settings: Settings, data: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m fruits.bench_metrics", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_metrics", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset root (uses its Test split)")
+    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
     parser.add_argument("--photos", type=int, default=1000, help="photos per measured run (default 1000)")
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (default 2)")
     parser.add_argument("--micro-only", action="store_true", help="only the broker-less microbenchmark")

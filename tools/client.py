@@ -16,11 +16,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from tqdm import tqdm
 
-from fruits.avro import PHOTO_EVENT, PREDICTION, avro_type
-from fruits.kafka import consumer_config, poll_batch, producer_config
-from fruits.s3 import s3_client
-from fruits.settings import Settings
-from fruits.train import IMAGE_SUFFIXES
+from core.avro import PHOTO_EVENT, PREDICTION, avro_type
+from core.kafka import consumer_config, poll_batch, producer_config
+from core.s3 import s3_client
+from core.settings import Settings
+from core.datasets import IMAGE_SUFFIXES
 
 
 def image_files(paths: Iterable[Path]) -> list[Path]:

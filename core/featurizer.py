@@ -1,7 +1,7 @@
 """The ONNX featurizer: uint8 RGB images (N, 100, 100, 3) in, float32 features out.
 
 Normalisation is inside the ONNX graph, so callers feed the output of
-``fruits.imaging.preprocess`` as it is. See ``fruits/models/MODEL_CARD.md``."""
+``core.imaging.preprocess`` as it is. See ``core/models/MODEL_CARD.md``."""
 
 from __future__ import annotations
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fruits.client import round_trip
-from fruits.cli import DEFAULT_DATA
-from fruits.demo import labelled_photos, percentile, prepare, spread
-from fruits.featurizer import Featurizer
-from fruits.imaging import preprocess
-from fruits.processes import start_services, stop_services
-from fruits.settings import Settings, get_settings
-from fruits.train import list_images
+from tools.client import round_trip
+from tools import FRUITS360_SAMPLE
+from tools.demo import labelled_photos, percentile, prepare, spread
+from core.featurizer import Featurizer
+from core.imaging import preprocess
+from tools.services import start_services, stop_services
+from core.settings import Settings, get_settings
+from core.datasets import list_images
 
 
 def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float = 10.0) -> float:
@@ -38,7 +38,7 @@ def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="fruits-bench", description=__doc__)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="dataset root (uses its Test split)")
+    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
     parser.add_argument("--photos", type=int, default=3000, help="photos for the throughput run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the half-load run")
     args = parser.parse_args()

@@ -8,8 +8,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from fruits.errors import RecordError
-from fruits.settings import Settings
+from core.errors import RecordError
+from core.settings import Settings
 
 
 def s3_client(settings: Settings) -> Any:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from fruits.kafka import READY_MESSAGE
-from fruits.metrics import STAGE_PORTS
+from core.kafka import READY_MESSAGE
+from core.metrics import STAGE_PORTS
+from core.settings import PIPELINE_SERVICES
 
-SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
 
 
 @dataclass
@@ -105,7 +105,7 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
 def start_services(
     log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0
 ) -> dict[str, ServiceProcess]:
-    services = {name: start_service(name, log_dir, env, port_offset) for name in SERVICES}
+    services = {name: start_service(name, log_dir, env, port_offset) for name in PIPELINE_SERVICES}
     try:
         for service in services.values():
             wait_ready(service)

@@ -17,46 +17,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fruits.featurizer import Featurizer
-from fruits.imaging import preprocess
-from fruits.model import Classifier, ModelBundle, PcaStats, new_version
+from core.featurizer import Featurizer
+from core.imaging import preprocess
+from core.datasets import list_images, test_dir_beside, training_dir
+from core.model import ModelBundle, PcaStats, fit_classifier, new_version
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 FEATURIZE_BATCH = 64
-
-
-@dataclass(frozen=True)
-class LabelledImages:
-    paths: list[Path]
-    labels: list[str]
-
-
-def training_dir(data_dir: Path) -> Path:
-    """``data_dir`` may be the dataset root (holding ``Training/``) or that folder itself."""
-    return data_dir / "Training" if (data_dir / "Training").is_dir() else data_dir
-
-
-def test_dir_beside(training: Path) -> Path | None:
-    """The ``Test`` split next to a ``Training`` folder, if the dataset has one."""
-    candidate = training.parent / "Test"
-    return candidate if training.name == "Training" and candidate.is_dir() else None
-
-
-def list_images(split_dir: Path, per_class: int | None = None) -> LabelledImages:
-    """Images of a ``<label>/<file>`` folder, label = folder name, in a stable order;
-    at most ``per_class`` of each label if given."""
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"no such folder: {split_dir}")
-    paths, labels = [], []
-    for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        found = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        paths.extend(found[:per_class])
-        labels.extend([label_dir.name] * len(found[:per_class]))
-    if not paths:
-        raise ValueError(f"no images in {split_dir}: expected {split_dir}/<label>/<image>.jpg")
-    return LabelledImages(paths, labels)
 
 
 def _batches(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
@@ -75,21 +43,6 @@ def featurize_files(paths: Sequence[Path], featurizer: Featurizer, description: 
     return np.concatenate(features)
 
 
-def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -> Classifier:
-    """Logistic regression on standardised inputs, the scaling folded into the weights."""
-    from sklearn.linear_model import LogisticRegression  # training-only dependency
-
-    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    model = LogisticRegression(max_iter=max_iter, tol=1e-6, C=1.0)
-    model.fit((x - mean) / scale, np.asarray(labels))
-    coef, intercept = model.coef_, model.intercept_
-    if len(model.classes_) == 2:  # one logit (of the second class); softmax over [0, logit] is the same model
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    coef = coef / scale
-    intercept = intercept - coef @ mean
-    return Classifier(tuple(str(c) for c in model.classes_), coef.astype(np.float32), intercept.astype(np.float32))
-
-
 def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -> float:
     probabilities = bundle.classifier.predict_proba(bundle.pca.transform(features))
     predicted = np.asarray(bundle.classifier.labels)[probabilities.argmax(axis=1)]
@@ -98,7 +51,7 @@ def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -
 
 SaveFeatures = Callable[[str, np.ndarray, Sequence[str], Sequence[str], str], str]
 """``(version, features, labels, sources, featurizer_id) → URI``: stores a bundle's labelled
-training features (e.g. ``fruits.lake.training_features_writer``)."""
+training features (e.g. ``core.lake.training_features_writer``)."""
 
 
 def train(

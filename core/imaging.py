@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from fruits.errors import RecordError
+from core.errors import RecordError
 
 MODEL_INPUT_SIZE = 100
 """Side of the square RGB image the featurizer takes (Fruits-360's native size)."""

@@ -22,10 +22,10 @@ from typing import Any, NamedTuple, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from fruits import metrics
-from fruits.avro import DEAD_LETTER, AvroType, avro_type
-from fruits.errors import RecordError
-from fruits.settings import Settings
+from core import metrics
+from core.avro import DEAD_LETTER, AvroType, avro_type
+from core.errors import RecordError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,16 +7,17 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError
 
-from fruits.client import new_photo_id, round_trip
-from fruits.featurizer import Featurizer
-from fruits.kafka import check_reachable
-from fruits.lake import training_features_writer
-from fruits.model import ModelStore
-from fruits.processes import start_services, stop_services
-from fruits.s3 import check_bucket, s3_client
-from fruits.settings import Settings
-from fruits.stack import ensure_buckets, ensure_topics
-from fruits.train import LabelledImages, list_images, train
+from tools.client import new_photo_id, round_trip
+from core.featurizer import Featurizer
+from core.kafka import check_reachable
+from core.lake import training_features_writer
+from core.model import ModelStore
+from tools.services import start_services, stop_services
+from core.s3 import check_bucket, s3_client
+from core.settings import Settings
+from tools.stack import ensure_buckets, ensure_topics
+from core.datasets import LabelledImages, list_images
+from training.trainer import train
 
 
 def spread(images: LabelledImages, limit: int | None) -> LabelledImages:
