@@ -89,13 +89,14 @@ def pipeline_run(settings: Settings, photos: list[Path], warm: list[Path], enabl
 
 @contextmanager
 def own_stack() -> Iterator[Settings]:
-    from tools.stack import KAFKA_PORTS, S3_PORTS, free_port_block, start_stack, stop_stack
+    from tools.stack import kafka_server, seaweedfs_server, start_stack, stop_stack
+    from tools.stack.supervisor import free_port_block
 
     with tempfile.TemporaryDirectory(prefix="fruits-bench-") as tmp:
         settings = Settings(
             state_dir=Path(tmp),
-            kafka_bootstrap_servers=f"127.0.0.1:{free_port_block(KAFKA_PORTS)}",
-            s3_endpoint_url=f"http://127.0.0.1:{free_port_block(S3_PORTS)}",
+            kafka_bootstrap_servers=f"127.0.0.1:{free_port_block(kafka_server.PORTS)}",
+            s3_endpoint_url=f"http://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}",
         )
         try:
             start_stack(settings)

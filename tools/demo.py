@@ -15,7 +15,7 @@ from core.model import ModelStore
 from tools.services import start_services, stop_services
 from core.s3 import check_bucket, s3_client
 from core.settings import Settings
-from tools.stack import ensure_buckets, ensure_topics
+from tools.provision import ensure_buckets, ensure_topics
 from core.datasets import LabelledImages, list_images
 from training.trainer import train
 

@@ -4,8 +4,10 @@ The `stack` fixture starts its own stack in a temporary state dir on free ports,
 never touches a developer's demo stack in .stack/ (nor its ports). A server whose
 address is given in the environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS,
 FRUITS_S3_ENDPOINT_URL) is used as it is and only provisioned. Once the stack is up, the
-fixture exports its addresses as FRUITS_* variables, so get_settings() and any
-subprocess a test starts reach the same servers.
+fixture exports its addresses (and the topic settings it provisioned with: the
+single-broker ones on its own broker) as FRUITS_* variables, so get_settings() and any
+subprocess a test starts reach the same servers. On an existing cluster, set
+FRUITS_TOPIC_REPLICATION_FACTOR and FRUITS_TOPIC_MIN_INSYNC_REPLICAS to suit it.
 """
 
 from __future__ import annotations
@@ -20,19 +22,26 @@ from core.model import ModelStore
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from training.trainer import train
-from tools.stack import KAFKA_ENV, KAFKA_PORTS, S3_ENV, S3_PORTS, free_port_block, start_stack, stop_stack
+from tools.stack import kafka_server, seaweedfs_server, start_stack, stop_stack
+from tools.stack.supervisor import free_port_block
+
+KAFKA_ENV, S3_ENV = kafka_server.ENV, seaweedfs_server.ENV
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     # Addresses passed to Settings, not exported: start_stack starts what the
     # environment does not give, and the environment only gets them once it is up.
-    kafka = os.environ[KAFKA_ENV] if KAFKA_ENV in os.environ else f"127.0.0.1:{free_port_block(KAFKA_PORTS)}"
-    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"http://127.0.0.1:{free_port_block(S3_PORTS)}"
+    kafka = os.environ[KAFKA_ENV] if KAFKA_ENV in os.environ else f"127.0.0.1:{free_port_block(kafka_server.PORTS)}"
+    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"http://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}"
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"), kafka_bootstrap_servers=kafka, s3_endpoint_url=s3)
     try:
         with pytest.MonkeyPatch.context() as env:
-            start_stack(settings)
+            # On its own broker, the single-broker topology: exported too, so that tests
+            # and their subprocesses provisioning topics of their own use it.
+            settings = start_stack(settings)
+            env.setenv("FRUITS_TOPIC_REPLICATION_FACTOR", str(settings.topic_replication_factor))
+            env.setenv("FRUITS_TOPIC_MIN_INSYNC_REPLICAS", str(settings.topic_min_insync_replicas))
             env.setenv(KAFKA_ENV, settings.kafka_bootstrap_servers)
             env.setenv(S3_ENV, settings.s3_endpoint_url)
             env.setenv("FRUITS_STATE_DIR", str(settings.state_dir))

@@ -17,10 +17,10 @@ import yaml
 
 from tools.client import PhotoSender, new_photo_id, round_trip
 from core.metrics import STAGE_PORTS
-from tools.monitor import prometheus_argv, query, ready
+from tools.stack.prometheus_server import prometheus_argv, query, ready
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_service, stop_services
 from core.settings import PROJECT_ROOT, Settings
-from tools.stack import free_port_block
+from tools.stack.supervisor import free_port_block
 from core.datasets import list_images
 
 pytestmark = [

@@ -29,7 +29,8 @@ from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from tools.stack import ensure_buckets, ensure_topics, free_port_block
+from tools.provision import ensure_buckets, ensure_topics
+from tools.stack.supervisor import free_port_block
 from core.model import fit_classifier
 
 pytestmark = pytest.mark.integration

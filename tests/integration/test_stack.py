@@ -16,7 +16,10 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from core.settings import PROJECT_ROOT, Settings
-from tools.stack import DAY_MS, MAX_DEAD_LETTER_BYTES, MAX_MESSAGE_BYTES, TOPIC_PARTITIONS, ensure_buckets, ensure_topics
+from core.limits import size_limits
+from tools.provision import HOUR_MS, TopologyError, ensure_buckets, ensure_topics
+from tools.stack import kafka_server
+from tools.stack.supervisor import our_pid
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +35,46 @@ def _s3(settings: Settings, **override: str) -> Any:
 def test_topics_have_their_partitions_and_configs(stack: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
     metadata = admin.list_topics(timeout=10).topics
+    limits = size_limits(stack)
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in _topics(stack)]
     for resource, future in admin.describe_configs(resources).items():
         name, config = resource.name, future.result(timeout=10)
-        assert len(metadata[name].partitions) == TOPIC_PARTITIONS, name
-        assert config["min.insync.replicas"].value == "1", name
+        partitions = metadata[name].partitions.values()
+        assert len(partitions) == stack.topic_partitions, name
+        assert {len(partition.replicas) for partition in partitions} == {stack.topic_replication_factor}, name
+        assert config["min.insync.replicas"].value == str(stack.topic_min_insync_replicas), name
         dead_letters = name == stack.topic_dead_letter
-        assert int(config["max.message.bytes"].value) == (MAX_DEAD_LETTER_BYTES if dead_letters else MAX_MESSAGE_BYTES)
-        retention_days = 30 if dead_letters else 7
-        assert int(config["retention.ms"].value) == retention_days * DAY_MS, name
+        expected_bytes = limits.dead_letter_bytes if dead_letters else limits.record_bytes
+        assert int(config["max.message.bytes"].value) == expected_bytes, name
+        retention_hours = stack.dead_letter_retention_hours if dead_letters else stack.topic_retention_hours
+        assert int(config["retention.ms"].value) == retention_hours * HOUR_MS, name
+
+
+def test_the_stack_own_broker_gets_single_broker_topics(stack: Settings) -> None:
+    if our_pid(stack, kafka_server.NAME) is None:
+        pytest.skip("an existing cluster: its topics get the configured topology")
+    assert (stack.topic_replication_factor, stack.topic_min_insync_replicas) == (1, 1)
+
+
+def test_the_broker_takes_a_dead_letter_of_the_largest_record(stack: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    broker_id = next(iter(admin.list_topics(timeout=10).brokers))
+    resource = ConfigResource(ResourceType.BROKER, str(broker_id))
+    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert int(config["message.max.bytes"].value) >= size_limits(stack).dead_letter_bytes
+
+
+def test_topics_that_the_cluster_cannot_replicate_are_refused(stack: Settings) -> None:
+    brokers = len(AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers}).list_topics(timeout=10).brokers)
+    too_many = stack.model_copy(update={
+        "topic_replication_factor": brokers + 1,
+        "topic_photos": f"test.stack.refused.{uuid.uuid4().hex[:8]}",
+    })  # fmt: skip
+    with pytest.raises(TopologyError, match="FRUITS_TOPIC_REPLICATION_FACTOR"):
+        ensure_topics(too_many)
+    assert too_many.topic_photos not in AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers}).list_topics(
+        timeout=10
+    ).topics
 
 
 def test_provisioning_is_idempotent(stack: Settings) -> None:
@@ -57,7 +91,7 @@ def test_read_committed_consumer_sees_only_committed_transactions(stack: Setting
         producer = Producer({
             "bootstrap.servers": stack.kafka_bootstrap_servers,
             "transactional.id": f"test-stack-{uuid.uuid4()}",
-            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "message.max.bytes": size_limits(stack).record_bytes,
         })  # fmt: skip
         producer.init_transactions(30)
         producer.begin_transaction()

@@ -1,0 +1,94 @@
+"""The embedded local stack: one Kafka broker (``kafka_server``) and one SeaweedFS server
+(``seaweedfs_server``) on 127.0.0.1, run by the process ``supervisor`` and provisioned
+with the topics and buckets of the settings (``tools.provision``). A server given in the
+environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS, FRUITS_S3_ENDPOINT_URL) is an existing one:
+it is not started, only checked and provisioned. ``python -m tools.stack`` is its CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from core.settings import Settings, get_settings
+from tools import provision
+from tools.stack import kafka_server, seaweedfs_server
+from tools.stack.supervisor import ensure_running, log_file, our_pid, stop, wait_ready
+
+SERVERS = (kafka_server, seaweedfs_server)
+
+
+def embedded_kafka(settings: Settings) -> bool:
+    """Whether Kafka is this state dir's own single broker (not one given in the environment)."""
+    return kafka_server.ENV not in os.environ and our_pid(settings, kafka_server.NAME) is not None
+
+
+def topology(settings: Settings) -> Settings:
+    """The settings topics are provisioned with: the single-broker values on the embedded
+    broker, the configured ones on any other cluster."""
+    return provision.single_broker(settings) if embedded_kafka(settings) else settings
+
+
+def provision_servers(settings: Settings) -> Settings:
+    """Create the missing topics and buckets on the configured servers (waiting a little for
+    them to answer), starting nothing; returns the settings the topics were created with."""
+    started = time.monotonic()
+    wait_ready(settings, "kafka", provision.kafka_problem, None, started)
+    wait_ready(settings, "s3", provision.s3_problem, None, started)
+    return _provision(settings)
+
+
+def _provision(settings: Settings) -> Settings:
+    settings = topology(settings)
+    print(f"kafka: topics created: {', '.join(provision.ensure_topics(settings)) or 'none (all exist)'}", flush=True)
+    print(f"s3: buckets created: {', '.join(provision.ensure_buckets(settings)) or 'none (all exist)'}", flush=True)
+    return settings
+
+
+def start_stack(settings: Settings) -> Settings:
+    """Start the local servers that are not running (skipping those given in the
+    environment), wait until every server answers, then create topics and buckets.
+    Returns the settings the topics were created with (see ``topology``)."""
+    (settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # SeaweedFS first: it boots while Kafka's jars are fetched and its storage formatted.
+    s3_pid = ensure_running(
+        settings, seaweedfs_server.NAME, settings.s3_endpoint_url, seaweedfs_server.ENV, seaweedfs_server.start
+    )
+    kafka_pid = ensure_running(
+        settings, kafka_server.NAME, settings.kafka_bootstrap_servers, kafka_server.ENV, kafka_server.start
+    )
+    s3_ready = seaweedfs_server.problem if s3_pid else provision.s3_problem
+    wait_ready(settings, seaweedfs_server.NAME, s3_ready, s3_pid, started)
+    wait_ready(settings, kafka_server.NAME, kafka_server.problem, kafka_pid, started)
+    return _provision(settings)
+
+
+def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None:
+    """Stop the servers started in this state dir; with purge, also delete their data
+    (they are killed then: data about to be deleted needs no graceful shutdown)."""
+    settings = settings or get_settings()
+    stopped = stop(settings, [server.NAME for server in SERVERS], kill=purge)
+    if seaweedfs_server.NAME in stopped:
+        seaweedfs_server.remove_sockets(settings)
+    if purge:  # only what the stack created, in case state_dir points somewhere shared
+        for sub in (*(server.NAME for server in SERVERS), "logs"):
+            shutil.rmtree(settings.state_dir / sub, ignore_errors=True)
+        if settings.state_dir.is_dir() and not any(settings.state_dir.iterdir()):
+            settings.state_dir.rmdir()
+        print(f"purged {settings.state_dir}", flush=True)
+
+
+def print_status(settings: Settings) -> None:
+    print(f"state dir: {settings.state_dir}")
+    for name, address, env in (
+        (kafka_server.NAME, settings.kafka_bootstrap_servers, kafka_server.ENV),
+        (seaweedfs_server.NAME, settings.s3_endpoint_url, seaweedfs_server.ENV),
+    ):
+        if pid := our_pid(settings, name):
+            print(f"{name}: running, pid {pid}, at {address}, log {log_file(settings, name)}")
+        elif env in os.environ:
+            print(f"{name}: not started here; existing server at {address} (from {env})")
+        else:
+            print(f"{name}: not running")
