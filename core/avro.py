@@ -23,7 +23,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 from core.settings import PROJECT_ROOT
 
 SCHEMA_DIR = PROJECT_ROOT / "schemas"
@@ -56,17 +56,17 @@ class AvroType:
     def decode(self, data: bytes | None) -> dict[str, Any]:
         """Decode a record written with this schema; raise RecordError otherwise."""
         if not data:
-            raise RecordError("empty_record", f"empty Kafka value, expected a {self.name}")
+            raise RecordError(Reason.EMPTY_RECORD, f"empty Kafka value, expected a {self.name}")
         if data[:2] != MARKER:
             raise RecordError(
-                "not_avro_single_object",
+                Reason.NOT_AVRO_SINGLE_OBJECT,
                 f"value does not start with the Avro single-object marker C3 01 "
                 f"(got {data[:2].hex() or 'nothing'}); expected a {self.name}",
             )
         writer = self.schema if data[:HEADER_SIZE] == self.header else self.earlier_writers.get(data[:HEADER_SIZE])
         if writer is None:
             raise RecordError(
-                "foreign_schema",
+                Reason.FOREIGN_SCHEMA,
                 f"written with schema fingerprint {data[2:HEADER_SIZE].hex()}, "
                 f"expected {self.name} ({self.header[2:].hex()})",
             )
@@ -75,12 +75,10 @@ class AvroType:
         try:
             record = schemaless_reader(body, writer, self.schema)
         except Exception as exc:  # fastavro raises several types for a corrupt body
-            raise RecordError(
-                "corrupt_avro", f"cannot decode {self.name}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise RecordError(Reason.CORRUPT_AVRO, f"cannot decode {self.name}: {type(exc).__name__}: {exc}") from exc
         if body.tell() != len(data):
             raise RecordError(
-                "corrupt_avro",
+                Reason.CORRUPT_AVRO,
                 f"{len(data) - body.tell()} trailing bytes after the {self.name} record",
             )
         return record

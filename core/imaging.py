@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 
 MODEL_INPUT_SIZE = 100
 """Side of the square RGB image the featurizer takes (Fruits-360's native size)."""
@@ -42,7 +42,7 @@ class ImageInfo:
 def sniff_content_type(data: bytes) -> str:
     """The image type from its magic bytes; the client's claim is not trusted."""
     if not data:
-        raise RecordError("empty_image", "the image is empty (0 bytes)")
+        raise RecordError(Reason.EMPTY_IMAGE, "the image is empty (0 bytes)")
     for signature, content_type in _SIGNATURES:
         if data.startswith(signature):
             return content_type
@@ -50,9 +50,9 @@ def sniff_content_type(data: bytes) -> str:
         return "image/webp"
     for signature, what in _KNOWN_NON_IMAGES:
         if data.startswith(signature):
-            raise RecordError("unsupported_type", f"the payload is {what}, not a JPEG, PNG or WebP photo")
+            raise RecordError(Reason.UNSUPPORTED_TYPE, f"the payload is {what}, not a JPEG, PNG or WebP photo")
     raise RecordError(
-        "unsupported_type", f"unrecognised payload starting with {data[:8].hex()}: not a JPEG, PNG or WebP photo"
+        Reason.UNSUPPORTED_TYPE, f"unrecognised payload starting with {data[:8].hex()}: not a JPEG, PNG or WebP photo"
     )
 
 
@@ -64,13 +64,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise RecordError("image_too_large", f"decompression bomb guard: {exc}") from exc
+        raise RecordError(Reason.IMAGE_TOO_LARGE, f"decompression bomb guard: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for garbage input
-        raise RecordError("undecodable_image", f"cannot read the image header: {exc}") from exc
+        raise RecordError(Reason.UNDECODABLE_IMAGE, f"cannot read the image header: {exc}") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise RecordError(
-            "image_too_large", f"{width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
+            Reason.IMAGE_TOO_LARGE, f"{width}×{height} = {width * height:,} pixels exceeds the limit of {max_pixels:,}"
         )
     return image
 
@@ -80,11 +80,11 @@ def inspect_image(data: bytes, max_pixels: int) -> ImageInfo:
     content_type = sniff_content_type(data)
     image = _open(data, max_pixels)
     if _PIL_FORMATS[content_type] != image.format:
-        raise RecordError("unsupported_type", f"bytes look like {content_type} but decode as {image.format}")
+        raise RecordError(Reason.UNSUPPORTED_TYPE, f"bytes look like {content_type} but decode as {image.format}")
     try:
         image.load()  # a full decode: catches truncated and corrupt pixel data
     except Exception as exc:
-        raise RecordError("undecodable_image", f"corrupt or truncated {content_type}: {exc}") from exc
+        raise RecordError(Reason.UNDECODABLE_IMAGE, f"corrupt or truncated {content_type}: {exc}") from exc
     return ImageInfo(content_type, image.width, image.height)
 
 
@@ -114,7 +114,7 @@ def _replace_jpeg_exif(data: bytes, app1_payload: bytes) -> bytes:
         if marker == 0xDA:  # start of scan: no more metadata segments
             break
         pos += 2 + length
-    raise RecordError("corrupt_metadata", "EXIF with GPS found but its JPEG segment could not be located")
+    raise RecordError(Reason.CORRUPT_METADATA, "EXIF with GPS found but its JPEG segment could not be located")
 
 
 def preprocess(data: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
@@ -136,4 +136,4 @@ def preprocess(data: bytes, size: int = MODEL_INPUT_SIZE) -> np.ndarray:
     except RecordError:
         raise
     except Exception as exc:
-        raise RecordError("undecodable_image", f"cannot preprocess the image: {exc}") from exc
+        raise RecordError(Reason.UNDECODABLE_IMAGE, f"cannot preprocess the image: {exc}") from exc

@@ -18,91 +18,91 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from core import metrics
-from core.avro import DEAD_LETTER, AvroType, avro_type
-from core.errors import RecordError
+from core.errors import RecordError, map_valid
+from core.limits import DEAD_LETTER_MESSAGE_CHARS, check_size_limits, size_limits
+from core.records import DeadLetter, Record, decode_record, encode_record, photo_id_of
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+In = TypeVar("In", bound=Record)
+Out = TypeVar("Out", bound=Record)
 
 READY_MESSAGE = "%s: Kafka reachable, starting"
 """Logged once a service has reached Kafka (and serves /metrics if enabled): its readiness signal."""
 
-Outcome = dict[str, Any] | RecordError
-"""What a stage makes of one record: the output record, or the reason it was rejected."""
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+"""librdkafka's own log lines go through Python logging (served by poll), not raw to stderr."""
 
 
-class Received(NamedTuple):
+@dataclass(frozen=True)
+class Received(Generic[In]):
     """A decoded input record and its Kafka timestamp."""
 
-    record: dict[str, Any]
+    record: In
     timestamp: datetime
 
 
 @dataclass
-class Stage:
+class Stage(Generic[In, Out]):
     """A consume-transform-produce step: ``transform`` maps a batch of decoded input
-    records to outcomes, one per record and in order, so it can batch (featurize does)."""
+    records to outcomes (the output record, or the RecordError that rejects the input),
+    one per record and in order, so it can batch (featurize does)."""
 
     name: str
     input_topic: str
-    input_type: AvroType
+    input_type: type[In]
     output_topic: str
-    output_type: AvroType
-    transform: Callable[[list[Received]], list[Outcome]]
+    transform: Callable[[list[Received[In]]], Sequence[Out | RecordError]]
     on_start: Callable[[Callable[[], bool]], None] = field(default=lambda stop: None)
     """Readies the stage's resources (model, ...) before the first record; gets a
     ``stop()`` predicate so that a long wait still honours SIGTERM."""
 
 
-def per_record(transform: Callable[[Received], T]) -> Callable[[list[Received]], list[T | RecordError]]:
+def per_record(transform: Callable[[Received[In]], Out]) -> Callable[[list[Received[In]]], list[Out | RecordError]]:
     """Lift a one-record transform to a batch transform that keeps each RecordError."""
+    return lambda batch: map_valid(batch, transform, lambda outputs: outputs)
 
-    def transform_batch(batch: list[Received]) -> list[T | RecordError]:
-        outcomes: list[T | RecordError] = []
-        for received in batch:
-            try:
-                outcomes.append(transform(received))
-            except RecordError as error:
-                outcomes.append(error)
-        return outcomes
 
-    return transform_batch
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """What every Kafka client of Fruits! is configured with."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": LIBRDKAFKA_LOGGER, **extra}
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "linger.ms": 2,
-        "message.max.bytes": 4 * 1024 * 1024,
+    return client_config(
+        settings,
+        **{"linger.ms": 2, "message.max.bytes": size_limits(settings).dead_letter_bytes},  # stages produce dead letters
         **extra,
-    }
+    )
 
 
 def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-        # The broker answers a fetch as soon as data is there; this only bounds how long
-        # an empty fetch waits, so it trades idle broker CPU against nothing.
-        "fetch.wait.max.ms": 100,
+    return client_config(
+        settings,
+        **{
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            # The broker answers a fetch as soon as data is there; this only bounds how long
+            # an empty fetch waits, so it trades idle broker CPU against nothing.
+            "fetch.wait.max.ms": 100,
+        },
         **extra,
-    }
+    )
 
 
 def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
     """Raise a clear error if no Kafka broker answers at the configured address."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    # Refused connections are the expected failure here: the error below says it once.
+    admin = AdminClient(client_config(settings, log_level=2))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
@@ -116,20 +116,18 @@ def where(msg: Message) -> str:
     return f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
 
 
-def dead_letter(stage: str, msg: Message, error: RecordError, photo_id: str | None) -> bytes:
-    return avro_type(DEAD_LETTER).encode(
-        {
-            "source_topic": msg.topic(),
-            "source_partition": msg.partition(),
-            "source_offset": msg.offset(),
-            "stage": stage,
-            "error_class": error.reason,
-            "error_message": str(error),
-            "photo_id": photo_id,
-            "failed_at": datetime.now(timezone.utc),
-            "original_key": msg.key(),
-            "original_value": msg.value(),
-        }
+def dead_letter(stage: str, msg: Message, error: RecordError, photo_id: str | None) -> DeadLetter:
+    return DeadLetter(
+        source_topic=msg.topic(),
+        source_partition=msg.partition(),
+        source_offset=msg.offset(),
+        stage=stage,
+        error_class=error.reason,
+        error_message=str(error)[:DEAD_LETTER_MESSAGE_CHARS],
+        photo_id=photo_id,
+        failed_at=datetime.now(timezone.utc),
+        original_key=msg.key(),
+        original_value=msg.value(),
     )
 
 
@@ -164,8 +162,8 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in highest.items()]
 
 
-class StageRunner:
-    def __init__(self, stage: Stage, settings: Settings, stop: StopFlag) -> None:
+class StageRunner(Generic[In, Out]):
+    def __init__(self, stage: Stage[In, Out], settings: Settings, stop: StopFlag) -> None:
         self.stage = stage
         self.settings = settings
         self.stop = stop
@@ -240,45 +238,34 @@ class StageRunner:
         return True
 
     def _process(self, messages: list[Message]) -> None:
-        """Transform ``messages`` and produce their outputs and dead letters."""
+        """Decode and transform ``messages``; produce their outputs and dead letters."""
         stage = self.stage
         started = time.perf_counter()
-        outcomes = self._transform(messages)
+        received = [self._receive(msg) for msg in messages]
+        self.metrics.consumed(len(messages))
+        outcomes = map_valid(received, lambda item: item, stage.transform)
         produced = 0
-        for msg, (photo_id, outcome) in zip(messages, outcomes):
+        for msg, item, outcome in zip(messages, received, outcomes):
             if isinstance(outcome, RecordError):
                 log.warning("%s: %s → dead letter: %s: %s", stage.name, where(msg), outcome.reason, outcome)
-                self.producer.produce(
-                    self.settings.topic_dead_letter, key=msg.key(), value=dead_letter(stage.name, msg, outcome, photo_id)
-                )
+                photo_id = None if isinstance(item, RecordError) else photo_id_of(item.record)
+                letter = dead_letter(stage.name, msg, outcome, photo_id)
+                self.producer.produce(self.settings.topic_dead_letter, key=msg.key(), value=encode_record(letter))
                 self.metrics.dead_letter(outcome.reason)
             else:
-                self.producer.produce(stage.output_topic, key=msg.key(), value=stage.output_type.encode(outcome))
+                self.producer.produce(stage.output_topic, key=msg.key(), value=encode_record(outcome))
                 produced += 1
             self.producer.poll(0)
         self.metrics.processed(
             produced, time.perf_counter() - started, (msg.timestamp()[1] for msg in messages), time.time()
         )
 
-    def _transform(self, messages: list[Message]) -> list[tuple[str | None, Outcome]]:
-        """Decode, then transform the decodable records in one call; keep the order."""
-        decoded: list[tuple[str | None, Outcome]] = []
-        good: list[Received] = []
-        for msg in messages:
-            try:
-                record = self.stage.input_type.decode(msg.value())
-            except RecordError as error:
-                decoded.append((None, error))
-                continue
-            decoded.append((record.get("photo_id"), record))
-            timestamp_ms = msg.timestamp()[1]
-            good.append(Received(record, datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc)))
-        self.metrics.consumed(len(messages))
-        transformed = iter(self.stage.transform(good) if good else [])
-        return [
-            (photo_id, item if isinstance(item, RecordError) else next(transformed))
-            for photo_id, item in decoded
-        ]
+    def _receive(self, msg: Message) -> Received[In] | RecordError:
+        try:
+            record = decode_record(self.stage.input_type, msg.value())
+        except RecordError as error:
+            return error
+        return Received(record, datetime.fromtimestamp(msg.timestamp()[1] / 1000, timezone.utc))
 
     def _commit(self, messages: list[Message]) -> None:
         while True:
@@ -294,7 +281,10 @@ class StageRunner:
                 if error.txn_requires_abort():
                     log.warning(
                         "%s: commit failed, aborting %d records from %s: %s",
-                        self.stage.name, len(messages), where(messages[0]), error,
+                        self.stage.name,
+                        len(messages),
+                        where(messages[0]),
+                        error,
                     )
                     self.producer.abort_transaction(30)
                     self.metrics.transaction(len(messages), committed=False)
@@ -310,11 +300,16 @@ class StageRunner:
             self.consumer.seek(tp)
 
 
-def run_stage(stage: Stage, settings: Settings) -> None:
+def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     """Run ``stage`` until SIGTERM/SIGINT; serves /metrics on the stage's port."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = StopFlag()
     stop.install()
+    try:  # a dead letter of the largest record must fit: refuse to start rather than fail record by record
+        check_size_limits(settings)
+    except ValueError as exc:
+        log.critical("%s: %s", stage.name, exc)
+        raise SystemExit(2) from None
     check_reachable(settings)
     if settings.metrics_enabled:
         port = metrics.serve_metrics(stage.name, settings.metrics_port, settings.metrics_host)

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from core.records import Prediction
 from core.settings import PIPELINE_SERVICES
 
 log = logging.getLogger(__name__)
@@ -31,9 +32,7 @@ STAGE_PORTS = {name: 9101 + index for index, name in enumerate((*PIPELINE_SERVIC
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-RECORDS_CONSUMED = Counter(
-    "fruits_records_consumed_total", "Records read from the stage's input topic.", ["stage"]
-)
+RECORDS_CONSUMED = Counter("fruits_records_consumed_total", "Records read from the stage's input topic.", ["stage"])
 RECORDS_PRODUCED = Counter(
     "fruits_records_produced_total", "Records written by the stage, per topic.", ["stage", "topic"]
 )
@@ -113,10 +112,34 @@ def serve_metrics(stage: str, port: int, host: str = "127.0.0.1") -> int:
 
 
 class StageMetrics:
+    """The stage loop's metrics; this base records nothing (FRUITS_METRICS_ENABLED=false):
+    every call returns at once, so the loop's cost can be measured without them."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def consumed(self, count: int) -> None:
+        pass
+
+    def processed(self, produced: int, seconds: float, timestamps_ms: Iterable[int], now: float) -> None:
+        """One batch done: ``produced`` outputs in ``seconds``; ``timestamps_ms`` are the
+        Kafka timestamps of its input records, ``now`` the Unix time the outputs were produced."""
+
+    def dead_letter(self, reason: str) -> None:
+        pass
+
+    def transaction(self, records: int, committed: bool) -> None:
+        pass
+
+    def kafka_statistics(self, stats_json: str) -> None:
+        pass
+
+
+class PrometheusStageMetrics(StageMetrics):
     """The stage loop's metrics with the stage's label values bound once."""
 
     def __init__(self, stage: str, output_topic: str) -> None:
-        self.stage = stage
+        super().__init__(stage)
         self._consumed = RECORDS_CONSUMED.labels(stage)
         self._produced = RECORDS_PRODUCED.labels(stage, output_topic)
         self._processing = BATCH_PROCESSING_SECONDS.labels(stage)
@@ -130,8 +153,6 @@ class StageMetrics:
         self._consumed.inc(count)
 
     def processed(self, produced: int, seconds: float, timestamps_ms: Iterable[int], now: float) -> None:
-        """One batch done: ``produced`` outputs in ``seconds``; ``timestamps_ms`` are the
-        Kafka timestamps of its input records, ``now`` the Unix time the outputs were produced."""
         if produced:
             self._produced.inc(produced)
         self._processing.observe(seconds)
@@ -162,30 +183,8 @@ class StageMetrics:
         self._lag_partitions = set(lags)
 
 
-class DisabledStageMetrics(StageMetrics):
-    """FRUITS_METRICS_ENABLED=false: every call returns at once."""
-
-    def __init__(self, stage: str, output_topic: str) -> None:
-        self.stage = stage
-
-    def consumed(self, count: int) -> None:
-        pass
-
-    def processed(self, produced: int, seconds: float, timestamps_ms: Iterable[int], now: float) -> None:
-        pass
-
-    def dead_letter(self, reason: str) -> None:
-        pass
-
-    def transaction(self, records: int, committed: bool) -> None:
-        pass
-
-    def kafka_statistics(self, stats_json: str) -> None:
-        pass
-
-
 def stage_metrics(stage: str, output_topic: str, enabled: bool = True) -> StageMetrics:
-    return (StageMetrics if enabled else DisabledStageMetrics)(stage, output_topic)
+    return PrometheusStageMetrics(stage, output_topic) if enabled else StageMetrics(stage)
 
 
 def consumer_lags(stats: dict[str, Any]) -> dict[tuple[str, str], int]:
@@ -259,16 +258,16 @@ class PredictionMetrics:
         self.enabled = enabled
         self._classes: dict[str, Any] = {}
 
-    def observe(self, predictions: Iterable[dict[str, Any]], now: datetime) -> None:
+    def observe(self, predictions: Iterable[Prediction], now: datetime) -> None:
         if not self.enabled:
             return
         labels: Tally[str] = Tally()
         latency = END_TO_END_SECONDS.observe
         confidence = PREDICTION_CONFIDENCE.observe
         for prediction in predictions:
-            latency((now - prediction["received_at"]).total_seconds())
-            confidence(prediction["confidence"])
-            labels[prediction["label"]] += 1
+            latency((now - prediction.photo.received_at).total_seconds())
+            confidence(prediction.confidence)
+            labels[prediction.label] += 1
         for label, count in labels.items():
             if (child := self._classes.get(label)) is None:
                 child = self._classes[label] = PREDICTIONS.labels(label)

@@ -8,7 +8,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 from core.settings import Settings
 
 
@@ -32,10 +32,10 @@ def s3_client(settings: Settings) -> Any:
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key)."""
     if not uri.startswith("s3://") or "/" not in uri[5:]:
-        raise RecordError("bad_image_uri", f"not an s3://bucket/key URI: {uri!r}")
+        raise RecordError(Reason.BAD_IMAGE_URI, f"not an s3://bucket/key URI: {uri!r}")
     bucket, key = uri[5:].split("/", 1)
     if not bucket or not key:
-        raise RecordError("bad_image_uri", f"not an s3://bucket/key URI: {uri!r}")
+        raise RecordError(Reason.BAD_IMAGE_URI, f"not an s3://bucket/key URI: {uri!r}")
     return bucket, key
 
 
@@ -46,13 +46,13 @@ def read_object(client: Any, uri: str, max_bytes: int) -> bytes:
         head = client.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] > max_bytes:
             raise RecordError(
-                "image_too_large", f"{uri} is {head['ContentLength']:,} bytes, over the limit of {max_bytes:,}"
+                Reason.IMAGE_TOO_LARGE, f"{uri} is {head['ContentLength']:,} bytes, over the limit of {max_bytes:,}"
             )
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):
-            raise RecordError("image_not_found", f"cannot read {uri}: {code}") from exc
+            raise RecordError(Reason.IMAGE_NOT_FOUND, f"cannot read {uri}: {code}") from exc
         raise
 
 
@@ -64,6 +64,8 @@ def check_bucket(client: Any, bucket: str, endpoint: str) -> None:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket"):
             raise ConnectionError(f"bucket {bucket!r} does not exist at {endpoint} (`make up` creates it)") from exc
-        raise ConnectionError(f"S3 at {endpoint} refused access to bucket {bucket!r} ({code}): check credentials") from exc
+        raise ConnectionError(
+            f"S3 at {endpoint} refused access to bucket {bucket!r} ({code}): check credentials"
+        ) from exc
     except BotoCoreError as exc:
         raise ConnectionError(f"cannot reach S3 at {endpoint} (is the stack up? `make up`): {exc}") from exc

@@ -49,6 +49,26 @@ class Settings(BaseSettings):
     positive value trades up to that much latency per stage for fewer transactions."""
     poll_timeout_seconds: float = Field(default=0.5, gt=0, le=1.0)
     """How long a service waits for the first record of a batch (≤ 1 s so signals are handled)."""
+    max_record_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
+    """Largest record on the pipeline's data topics (their max.message.bytes). The dead-letter
+    topic, the producers and the broker take twice this, so a dead letter always carries the
+    rejected record whole (`core.limits`; checked when a service starts)."""
+
+    # --- Topics (provisioning: `python -m tools.stack provision`, `make up`) -----------
+    topic_partitions: int = Field(default=3, ge=1)
+    """Partitions of each pipeline topic: the most replicas of one service that share the work."""
+    topic_replication_factor: int = Field(default=3, ge=1)
+    """Replicas of each topic's partitions. Safe for a real cluster; the embedded local stack
+    (one broker) uses 1. A value below 3 on a cluster of 3 or more brokers is refused unless
+    FRUITS_TOPIC_ALLOW_UNDER_REPLICATED=true."""
+    topic_min_insync_replicas: int = Field(default=2, ge=1)
+    """min.insync.replicas of each topic: acknowledged writes survive the loss of a broker."""
+    topic_allow_under_replicated: bool = False
+    """Create topics with fewer replicas than the cluster could hold (e.g. a test cluster)."""
+    topic_retention_hours: float = Field(default=7 * 24, gt=0)
+    """How long the data topics keep records."""
+    dead_letter_retention_hours: float = Field(default=30 * 24, gt=0)
+    """How long the dead-letter topic keeps records: time to look at the failures and replay them."""
 
     # --- S3 -----------------------------------------------------------------------
     s3_endpoint_url: str = "http://127.0.0.1:18333"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.client import round_trip
+from tools.roundtrip import round_trip
 from tools import FRUITS360_SAMPLE
 from tools.demo import labelled_photos, percentile, prepare, spread
 from core.featurizer import Featurizer

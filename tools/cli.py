@@ -21,7 +21,6 @@ from core.settings import get_settings
 from tools import FRUITS360_SAMPLE
 
 
-
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -35,11 +34,16 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from core.kafka import check_reachable
 
     settings = get_settings()
-    check_reachable(settings)
+    # The arguments first: a typo in a path or region is not a Kafka problem.
     files = image_files(args.paths)
     if not files:
-        print("no image files found in the given paths", file=sys.stderr)
+        print("fruits produce: error: no image files found in the given paths", file=sys.stderr)
         return 2
+    if args.region not in settings.region_buckets:
+        known = ", ".join(sorted(settings.region_buckets))
+        print(f"fruits produce: error: unknown region {args.region!r} (configured: {known})", file=sys.stderr)
+        return 2
+    check_reachable(settings)
     sender = PhotoSender(settings, region=args.region, user_id=args.user_id)
     started = time.monotonic()
     with tqdm(files, desc="produce", unit="photo", disable=args.quiet) as bar:
@@ -62,11 +66,12 @@ def cmd_consume(args: argparse.Namespace) -> int:
     try:
         for prediction in reader.predictions(timeout=args.timeout):
             if args.json:
-                print(json.dumps(prediction, default=_json_default), flush=True)
+                print(json.dumps(prediction.to_avro(), default=_json_default), flush=True)
             else:
-                fruit = prediction["fruit"]
-                name = f" — {fruit['common_name']}" if fruit else ""
-                print(f"{prediction['photo_id']}  {prediction['label']} ({prediction['confidence']:.1%}){name}", flush=True)
+                name = f" — {prediction.fruit.common_name}" if prediction.fruit else ""
+                print(
+                    f"{prediction.photo.photo_id}  {prediction.label} ({prediction.confidence:.1%}){name}", flush=True
+                )
             count += 1
             if args.count and count >= args.count:
                 break
@@ -110,12 +115,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     store = ModelStore(client, settings.model_bucket)
     store.save(bundle, make_current=not args.no_publish)
-    evaluation = bundle.manifest.get("evaluation")
+    evaluation = bundle.manifest.evaluation
     print(
         f"bundle {bundle.version}: PCA k={bundle.pca.k} "
         f"({100 * bundle.pca.explained_variance_ratio.sum():.1f} % of variance), "
         f"{len(bundle.classifier.labels)} classes"
-        + (f", test top-1 accuracy {100 * evaluation['top1_accuracy']:.2f} %" if evaluation else "")
+        + (f", test top-1 accuracy {100 * evaluation.top1_accuracy:.2f} %" if evaluation else "")
         + ("" if args.no_publish else f"; now current in s3://{settings.model_bucket}")
     )
     return 0
@@ -147,6 +152,83 @@ def cmd_services(args: argparse.Namespace) -> int:
         stop_services(services)
 
 
+def add_produce(commands: argparse._SubParsersAction) -> None:
+    produce = commands.add_parser("produce", help="send photos (files or folders) as photo events")
+    produce.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    produce.add_argument("--region", default="eu", help="user's data region, selects the bucket (default: eu)")
+    produce.add_argument("--user-id", default="cli-user", help="user id put in the events (default: cli-user)")
+    produce.add_argument("--rate", type=positive_float, help="photos per second (default: as fast as possible)")
+    produce.add_argument("--print-ids", action="store_true", help="print 'photo_id<TAB>path' for each photo")
+    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(func=cmd_produce)
+
+
+def add_consume(commands: argparse._SubParsersAction) -> None:
+    consume = commands.add_parser("consume", help="print predictions as they arrive")
+    consume.add_argument("--json", action="store_true", help="one JSON object per line")
+    consume.add_argument("--from-beginning", action="store_true", help="start at the oldest retained prediction")
+    consume.add_argument("--count", type=positive_int, help="exit after this many predictions")
+    consume.add_argument(
+        "--timeout", type=positive_float, default=float("inf"), help="exit after this many seconds without a prediction"
+    )
+    consume.set_defaults(func=cmd_consume)
+
+
+def add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model bundle from labelled images and make it current",
+        description="Featurize DATA_DIR (Fruits-360 layout: Training/<label>/*.jpg, or the Training folder "
+        "itself), fit the PCA and the classifier, publish the bundle to the S3 model store. "
+        "A Test/ folder beside Training/ is scored and the accuracy stored in the bundle.",
+    )
+    train.add_argument("data_dir", type=existing_dir, help="dataset root or its Training folder")
+    train.add_argument(
+        "--min-explained-variance",
+        type=share,
+        default=0.98,
+        help="PCA keeps the fewest components explaining this share of variance (default: 0.98)",
+    )
+    train.add_argument(
+        "--per-class", type=positive_int, help="use at most this many training images per class (quick runs)"
+    )
+    train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
+    train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
+    train.add_argument(
+        "--engine",
+        choices=("local", "spark"),
+        default="local",
+        help="local: featurize in this process (default); spark: a Spark job on FRUITS_SPARK_MASTER that reads "
+        "the images from S3 (s3://<lake bucket>/<lake prefix>/images/)",
+    )
+    train.add_argument(
+        "--upload",
+        action="store_true",
+        help="with --engine spark: upload DATA_DIR's images to S3 first (skipping those already there)",
+    )
+    train.set_defaults(func=cmd_train)
+
+
+def add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run the sample Test images through the five services and print accuracy and latency",
+        description="Starts the five services, trains a model first if none is current, streams the Test "
+        "images through Kafka and checks every prediction against the folder label.",
+    )
+    demo.add_argument(
+        "--data", type=existing_dir, default=FRUITS360_SAMPLE, help=f"dataset root (default: {FRUITS360_SAMPLE})"
+    )
+    demo.add_argument("--limit", type=positive_int, help="use only this many Test images (spread over all classes)")
+    demo.add_argument(
+        "--rate",
+        type=positive_float,
+        default=40.0,
+        help="photos per second (default: 40, about half of what 2 cores sustain, so latency is not queueing)",
+    )
+    demo.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fruits",
@@ -155,66 +237,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    produce = commands.add_parser("produce", help="send photos (files or folders) as photo events")
-    produce.add_argument("paths", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    produce.add_argument("--region", default="eu", help="user's data region, selects the bucket (default: eu)")
-    produce.add_argument("--user-id", default="cli-user", help="user id put in the events (default: cli-user)")
-    produce.add_argument("--rate", type=float, help="photos per second (default: as fast as possible)")
-    produce.add_argument("--print-ids", action="store_true", help="print 'photo_id<TAB>path' for each photo")
-    produce.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    produce.set_defaults(func=cmd_produce)
-
-    consume = commands.add_parser("consume", help="print predictions as they arrive")
-    consume.add_argument("--json", action="store_true", help="one JSON object per line")
-    consume.add_argument("--from-beginning", action="store_true", help="start at the oldest retained prediction")
-    consume.add_argument("--count", type=int, help="exit after this many predictions")
-    consume.add_argument(
-        "--timeout", type=float, default=float("inf"), help="exit after this many seconds without a prediction"
-    )
-    consume.set_defaults(func=cmd_consume)
-
-    train = commands.add_parser(
-        "train", help="train a model bundle from labelled images and make it current",
-        description="Featurize DATA_DIR (Fruits-360 layout: Training/<label>/*.jpg, or the Training folder "
-        "itself), fit the PCA and the classifier, publish the bundle to the S3 model store. "
-        "A Test/ folder beside Training/ is scored and the accuracy stored in the bundle.",
-    )
-    train.add_argument("data_dir", type=Path, help="dataset root or its Training folder")
-    train.add_argument(
-        "--min-explained-variance", type=float, default=0.98,
-        help="PCA keeps the fewest components explaining this share of variance (default: 0.98)",
-    )
-    train.add_argument("--per-class", type=int, help="use at most this many training images per class (quick runs)")
-    train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
-    train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
-    train.add_argument(
-        "--engine", choices=("local", "spark"), default="local",
-        help="local: featurize in this process (default); spark: a Spark job on FRUITS_SPARK_MASTER that reads "
-        "the images from S3 (s3://<lake bucket>/<lake prefix>/images/)",
-    )
-    train.add_argument(
-        "--upload", action="store_true",
-        help="with --engine spark: upload DATA_DIR's images to S3 first (skipping those already there)",
-    )
-    train.set_defaults(func=cmd_train)
-
-    demo = commands.add_parser(
-        "demo", help="run the sample Test images through the five services and print accuracy and latency",
-        description="Starts the five services, trains a model first if none is current, streams the Test "
-        "images through Kafka and checks every prediction against the folder label.",
-    )
-    demo.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help=f"dataset root (default: {FRUITS360_SAMPLE})")
-    demo.add_argument("--limit", type=int, help="use only this many Test images (spread over all classes)")
-    demo.add_argument(
-        "--rate", type=float, default=40.0,
-        help="photos per second (default: 40, about half of what 2 cores sustain, so latency is not queueing)",
-    )
-    demo.set_defaults(func=cmd_demo)
-
+    for add in (add_produce, add_consume, add_train, add_demo):
+        add(commands)
     services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")
     services.set_defaults(func=cmd_services)
     return parser
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, not {text}")
+    return value
+
+
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
+    return value
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {path}")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

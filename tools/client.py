@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import mimetypes
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from tqdm import tqdm
-
-from core.avro import PHOTO_EVENT, PREDICTION, avro_type
 from core.kafka import consumer_config, poll_batch, producer_config
+from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from core.s3 import s3_client
 from core.settings import Settings
 from core.datasets import IMAGE_SUFFIXES
@@ -65,16 +60,16 @@ class PhotoSender:
     def send_bytes(self, data: bytes, photo_id: str | None = None, name: str = "") -> str:
         photo_id = photo_id or new_photo_id()
         inline = len(data) <= self.settings.max_inline_image_bytes
-        event = {
-            "photo_id": photo_id,
-            "user_id": self.user_id,
-            "captured_at": datetime.now(timezone.utc),
-            "region": self.region,
-            "content_type": mimetypes.guess_type(name)[0] if name else None,
-            "image": data if inline else None,
-            "image_uri": None if inline else self._upload(photo_id, data, Path(name).suffix),
-        }
-        self.send_raw(photo_id, avro_type(PHOTO_EVENT).encode(event))
+        event = PhotoEvent(
+            photo_id=photo_id,
+            user_id=self.user_id,
+            captured_at=datetime.now(timezone.utc),
+            region=self.region,
+            content_type=mimetypes.guess_type(name)[0] if name else None,
+            image=data if inline else None,
+            image_uri=None if inline else self._upload(photo_id, data, Path(name).suffix),
+        )
+        self.send_raw(photo_id, encode_record(event))
         return photo_id
 
     def send_raw(self, photo_id: str, value: bytes) -> None:
@@ -112,7 +107,6 @@ class PredictionReader:
 
     def __init__(self, settings: Settings, from_beginning: bool = False, topic: str | None = None) -> None:
         self.topic = topic or settings.topic_predictions
-        self.type = avro_type(PREDICTION) if self.topic == settings.topic_predictions else None
         self.consumer = Consumer(consumer_config(settings, group_id=f"fruits-reader-{uuid.uuid4().hex[:8]}"))
         try:
             metadata = self.consumer.list_topics(self.topic, timeout=10)
@@ -141,101 +135,9 @@ class PredictionReader:
                 if msg.error() is None:
                     yield msg
 
-    def predictions(self, timeout: float) -> Iterator[dict[str, Any]]:
-        assert self.type is not None
+    def predictions(self, timeout: float) -> Iterator[Prediction]:
         for msg in self.messages(timeout):
-            yield self.type.decode(msg.value())
+            yield decode_record(Prediction, msg.value())
 
     def close(self) -> None:
         self.consumer.close()
-
-
-@dataclass
-class RoundTrip:
-    """Photos sent and the predictions that came back, with wall-clock times."""
-
-    sent_at: dict[str, float] = field(default_factory=dict)
-    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    received_at: dict[str, float] = field(default_factory=dict)
-    send_seconds: float = 0.0
-    total_seconds: float = 0.0
-
-    def latencies(self) -> list[float]:
-        return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at)
-
-    def duplicates(self) -> int:
-        return sum(len(found) - 1 for found in self.predictions.values() if len(found) > 1)
-
-    def missing(self) -> list[str]:
-        return [photo_id for photo_id in self.sent_at if photo_id not in self.predictions]
-
-
-def round_trip(
-    settings: Settings,
-    photos: Sequence[tuple[str, Path]],
-    rate: float | None = None,
-    timeout: float = 120.0,
-    progress: str | None = None,
-    on_sent: Callable[[int], None] | None = None,
-    linger: float = 1.0,
-) -> RoundTrip:
-    """Send ``(photo_id, path)`` photos (at ``rate`` per second, or as fast as
-    possible) and collect their predictions until all arrived or ``timeout`` seconds
-    pass without one, then ``linger`` seconds more to catch duplicates; ``on_sent(n)``
-    is called after the n-th photo is sent. Photos
-    are read into memory first so that disk speed does not pace the sending."""
-    payloads = [(photo_id, path.name, path.read_bytes()) for photo_id, path in photos]
-    expected = {photo_id for photo_id, _ in photos}
-    reader = PredictionReader(settings)
-    sender = PhotoSender(settings)
-    result = RoundTrip()
-    started = time.monotonic()
-
-    send_errors: list[BaseException] = []
-
-    def send_all() -> None:
-        try:
-            send_each()
-        except BaseException as exc:  # re-raised in the caller's thread below
-            send_errors.append(exc)
-
-    def send_each() -> None:
-        for index, (photo_id, name, data) in enumerate(payloads):
-            if rate:
-                time.sleep(max(0.0, started + index / rate - time.monotonic()))
-            result.sent_at[photo_id] = time.monotonic()
-            sender.send_bytes(data, photo_id, name)
-            if on_sent is not None:
-                on_sent(index + 1)
-        sender.flush()
-        result.send_seconds = time.monotonic() - started
-
-    thread = threading.Thread(target=send_all, name="photo-sender")
-    thread.start()
-    with tqdm(total=len(payloads), desc=progress, unit="photo", disable=progress is None) as bar:
-        try:
-            while True:
-                # Once all have arrived, listen a little longer: duplicates would show up now.
-                complete = len(result.received_at) == len(payloads)
-                batch = poll_batch(reader.consumer, 500, linger if complete else timeout)
-                if not batch:
-                    break
-                now = time.monotonic()
-                for msg in batch:
-                    if msg.error() is not None:
-                        continue
-                    prediction = reader.type.decode(msg.value())  # type: ignore[union-attr]
-                    photo_id = prediction["photo_id"]
-                    if photo_id not in expected:
-                        continue
-                    if photo_id not in result.predictions:
-                        bar.update(1)
-                        result.received_at[photo_id] = now
-                    result.predictions.setdefault(photo_id, []).append(prediction)
-        finally:
-            thread.join()
-            reader.close()
-    if send_errors:
-        raise send_errors[0]
-    result.total_seconds = time.monotonic() - started
-    return result

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError
 
-from tools.client import new_photo_id, round_trip
+from tools.client import new_photo_id
+from tools.roundtrip import round_trip
 from core.featurizer import Featurizer
 from core.kafka import check_reachable
 from core.lake import training_features_writer
@@ -54,7 +55,7 @@ def prepare(settings: Settings, data: Path) -> str:
         )
         store.save(bundle)
         version = bundle.version
-        accuracy = bundle.manifest.get("evaluation", {}).get("top1_accuracy")
+        accuracy = bundle.manifest.evaluation and bundle.manifest.evaluation.top1_accuracy
         print(f"bundle {version} is current (PCA k={bundle.pca.k}, offline Test accuracy {accuracy})")
     return version
 
@@ -77,7 +78,7 @@ def run_demo(settings: Settings, data: Path, limit: int | None, rate: float) -> 
         stop_services(services)
 
     received = len(result.predictions)
-    correct = sum(found[0]["label"] == label_of[photo_id] for photo_id, found in result.predictions.items())
+    correct = sum(found[0].label == label_of[photo_id] for photo_id, found in result.predictions.items())
     latencies = result.latencies()
     print()
     print(f"photos sent            {len(photos)}")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from core import metrics
-from core.avro import PHOTO_FEATURES, PREPROCESSED_PHOTO, avro_type
 from core.featurizer import Featurizer
 from core.kafka import Stage, run_stage
+from core.records import PhotoFeatures, PreprocessedPhoto
 from core.settings import Settings, get_settings
 from services.featurize.transform import featurize_batch
 
 
-def build_stage(settings: Settings) -> Stage:
+def build_stage(settings: Settings) -> Stage[PreprocessedPhoto, PhotoFeatures]:
     featurizer = Featurizer(settings.featurizer_path, settings.onnx_threads)
 
     def start(stop: Callable[[], bool]) -> None:
@@ -22,9 +22,8 @@ def build_stage(settings: Settings) -> Stage:
     return Stage(
         name="featurize",
         input_topic=settings.topic_preprocessed,
-        input_type=avro_type(PREPROCESSED_PHOTO),
+        input_type=PreprocessedPhoto,
         output_topic=settings.topic_features,
-        output_type=avro_type(PHOTO_FEATURES),
         transform=lambda batch: featurize_batch([r.record for r in batch], featurizer, featurizer.id),
         on_start=start,
     )

@@ -7,10 +7,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 from core.imaging import inspect_image, strip_gps
+from core.records import IngestedPhoto, PhotoEvent, PhotoRef
 
 PHOTO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
@@ -40,46 +40,49 @@ def original_key(photo_id: str, captured_at: datetime, content_type: str) -> str
 
 
 def ingest_photo(
-    event: dict[str, Any],
+    event: PhotoEvent,
     received_at: datetime,
     policy: IngestPolicy,
     read_uri: Callable[[str, int], bytes],
-) -> tuple[dict[str, Any], Original]:
+) -> tuple[IngestedPhoto, Original]:
     """Validate ``event``; return the IngestedPhoto record and the GPS-free original
     to store in the bucket of the photo's region. ``read_uri(uri, max_bytes)`` fetches
     images sent by reference."""
-    photo_id = event["photo_id"]
-    if not PHOTO_ID.fullmatch(photo_id):
-        raise RecordError("bad_photo_id", f"photo_id {photo_id[:80]!r} must match {PHOTO_ID.pattern}")
-    bucket = policy.region_buckets.get(event["region"])
+    if not PHOTO_ID.fullmatch(event.photo_id):
+        raise RecordError(Reason.BAD_PHOTO_ID, f"photo_id {event.photo_id[:80]!r} must match {PHOTO_ID.pattern}")
+    bucket = policy.region_buckets.get(event.region)
     if bucket is None:
         raise RecordError(
-            "unknown_region",
-            f"region {event['region'][:40]!r} has no bucket (known: {', '.join(sorted(policy.region_buckets))})",
+            Reason.UNKNOWN_REGION,
+            f"region {event.region[:40]!r} has no bucket (known: {', '.join(sorted(policy.region_buckets))})",
         )
-    if (event["image"] is None) == (event["image_uri"] is None):
-        raise RecordError("bad_event", "exactly one of image and image_uri must be set")
-    data = event["image"] if event["image"] is not None else read_uri(event["image_uri"], policy.max_image_bytes)
+    if (event.image is None) == (event.image_uri is None):
+        raise RecordError(Reason.BAD_EVENT, "exactly one of image and image_uri must be set")
+    data = event.image if event.image is not None else read_uri(event.image_uri, policy.max_image_bytes)
     if len(data) > policy.max_image_bytes:
-        raise RecordError("image_too_large", f"{len(data):,} bytes exceeds the limit of {policy.max_image_bytes:,}")
+        raise RecordError(
+            Reason.IMAGE_TOO_LARGE, f"{len(data):,} bytes exceeds the limit of {policy.max_image_bytes:,}"
+        )
     info = inspect_image(data, policy.max_image_pixels)
     original = Original(
         bucket,
-        original_key(photo_id, event["captured_at"], info.content_type),
+        original_key(event.photo_id, event.captured_at, info.content_type),
         strip_gps(data, info.content_type),
         info.content_type,
     )
-    record = {
-        "photo_id": photo_id,
-        "user_id": event["user_id"],
-        "captured_at": event["captured_at"],
-        "received_at": received_at,
-        "region": event["region"],
-        "content_type": info.content_type,
-        "width": info.width,
-        "height": info.height,
-        "original_uri": f"s3://{bucket}/{original.key}",
-        "sha256": hashlib.sha256(original.data).hexdigest(),
-        "image": original.data if len(original.data) <= policy.max_inline_image_bytes else None,
-    }
+    record = IngestedPhoto(
+        photo=PhotoRef(
+            photo_id=event.photo_id,
+            user_id=event.user_id,
+            captured_at=event.captured_at,
+            received_at=received_at,
+            region=event.region,
+            original_uri=f"s3://{bucket}/{original.key}",
+        ),
+        content_type=info.content_type,
+        width=info.width,
+        height=info.height,
+        sha256=hashlib.sha256(original.data).hexdigest(),
+        image=original.data if len(original.data) <= policy.max_inline_image_bytes else None,
+    )
     return record, original

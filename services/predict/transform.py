@@ -6,79 +6,77 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 
 from core.catalog import FruitFacts
-from core.errors import RecordError
+from core.errors import Reason, RecordError, map_valid
 from core.model import ModelBundle
+from core.records import FruitInfo, ModelVersions, NutritionPer100g, Prediction, ReducedFeatures, ScoredLabel
 
 TOP_K = 5
 
 
-def fruit_info(facts: FruitFacts | None) -> dict[str, Any] | None:
+def fruit_info(facts: FruitFacts | None) -> FruitInfo | None:
     if facts is None:
         return None
-    return {
-        "common_name": facts.common_name,
-        "nutrition": asdict(facts.nutrition),
-        "storage_advice": facts.storage_advice,
-        "sources": list(facts.sources),
-    }
+    return FruitInfo(
+        common_name=facts.common_name,
+        nutrition=NutritionPer100g(**asdict(facts.nutrition)),
+        storage_advice=facts.storage_advice,
+        sources=list(facts.sources),
+    )
 
 
 def predict_batch(
-    records: list[dict[str, Any]],
+    records: list[ReducedFeatures],
     bundle_of: Callable[[str], ModelBundle],
     catalog: dict[str, FruitFacts],
     now: datetime,
-) -> list[dict[str, Any] | RecordError]:
+) -> list[Prediction | RecordError]:
     """``bundle_of(version)`` returns the bundle named by a record's ``pca_version``
     (raising RecordError if there is none)."""
-    outcomes: list[dict[str, Any] | RecordError | None] = [None] * len(records)
-    by_version: dict[str, list[int]] = {}
-    for index, record in enumerate(records):
-        by_version.setdefault(record["pca_version"], []).append(index)
-    for version, indices in by_version.items():
-        try:
-            bundle = bundle_of(version)
-        except RecordError as error:
-            for index in indices:
-                outcomes[index] = error
-            continue
-        k = bundle.pca.k
-        for index in indices:
-            if len(records[index]["features"]) != k:
-                outcomes[index] = RecordError(
-                    "bad_features", f"{len(records[index]['features'])} reduced features, bundle {version} has k={k}"
-                )
-        good = [i for i in indices if len(records[i]["features"]) == k]
-        if not good:
-            continue
-        probabilities = bundle.classifier.predict_proba(np.array([records[i]["features"] for i in good]))
-        labels = bundle.classifier.labels
-        for index, row in zip(good, probabilities):
-            top = np.argsort(row)[::-1][:TOP_K]
-            record = records[index]
-            outcomes[index] = {
-                "photo_id": record["photo_id"],
-                "user_id": record["user_id"],
-                "captured_at": record["captured_at"],
-                "received_at": record["received_at"],
-                "predicted_at": now,
-                "region": record["region"],
-                "original_uri": record["original_uri"],
-                "label": labels[top[0]],
-                "confidence": float(row[top[0]]),
-                "top5": [{"label": labels[i], "confidence": float(row[i])} for i in top],
-                "model_versions": {
-                    "featurizer_id": record["featurizer_id"],
-                    "pca_version": version,
-                    "classifier_version": bundle.version,
-                },
-                "fruit": fruit_info(catalog.get(labels[top[0]])),
-            }
-    if any(outcome is None for outcome in outcomes):
-        raise AssertionError("predict_batch left a record without an outcome")
-    return outcomes  # type: ignore[return-value]
+
+    def check(record: ReducedFeatures) -> tuple[ReducedFeatures, ModelBundle]:
+        bundle = bundle_of(record.pca_version)
+        if len(record.features) != bundle.pca.k:
+            raise RecordError(
+                Reason.BAD_FEATURES,
+                f"{len(record.features)} reduced features, bundle {record.pca_version} has k={bundle.pca.k}",
+            )
+        return record, bundle
+
+    def predict(checked: list[tuple[ReducedFeatures, ModelBundle]]) -> list[Prediction]:
+        # One classifier call per bundle: during a rollout a batch may mix two.
+        rows_of: dict[str, list[int]] = {}
+        for index, (_, bundle) in enumerate(checked):
+            rows_of.setdefault(bundle.version, []).append(index)
+        predictions: list[Prediction | None] = [None] * len(checked)
+        for rows in rows_of.values():
+            bundle = checked[rows[0]][1]
+            probabilities = bundle.classifier.predict_proba(np.array([checked[i][0].features for i in rows]))
+            for index, row in zip(rows, probabilities):
+                predictions[index] = prediction_of(checked[index][0], bundle, row, catalog, now)
+        return predictions  # type: ignore[return-value]  # every index is in exactly one group
+
+    return map_valid(records, check, predict)
+
+
+def prediction_of(
+    record: ReducedFeatures,
+    bundle: ModelBundle,
+    probabilities: np.ndarray,
+    catalog: dict[str, FruitFacts],
+    now: datetime,
+) -> Prediction:
+    labels = bundle.classifier.labels
+    top = np.argsort(probabilities)[::-1][:TOP_K]
+    return Prediction(
+        photo=record.photo,
+        predicted_at=now,
+        label=labels[top[0]],
+        confidence=float(probabilities[top[0]]),
+        top5=[ScoredLabel(labels[i], float(probabilities[i])) for i in top],
+        model_versions=ModelVersions(record.featurizer_id, record.pca_version, bundle.version),
+        fruit=fruit_info(catalog.get(labels[top[0]])),
+    )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from core.avro import INGESTED_PHOTO, PREPROCESSED_PHOTO, avro_type
 from core.kafka import Stage, per_record, run_stage
+from core.records import IngestedPhoto, PreprocessedPhoto
 from core.s3 import read_object, s3_client
 from core.settings import Settings, get_settings
 from services.preprocess.transform import preprocess_photo
 
 
-def build_stage(settings: Settings) -> Stage:
+def build_stage(settings: Settings) -> Stage[IngestedPhoto, PreprocessedPhoto]:
     client = s3_client(settings)
 
     def read_original(uri: str) -> bytes:
@@ -18,9 +18,8 @@ def build_stage(settings: Settings) -> Stage:
     return Stage(
         name="preprocess",
         input_topic=settings.topic_ingested,
-        input_type=avro_type(INGESTED_PHOTO),
+        input_type=IngestedPhoto,
         output_topic=settings.topic_preprocessed,
-        output_type=avro_type(PREPROCESSED_PHOTO),
         transform=per_record(lambda r: preprocess_photo(r.record, read_original)),
     )
 

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from core import metrics
-from core.avro import PHOTO_FEATURES, REDUCED_FEATURES, avro_type
-from core.kafka import Outcome, Received, Stage, run_stage
+from core.errors import RecordError
+from core.kafka import Received, Stage, run_stage
 from core.model import CurrentBundle, ModelStore
+from core.records import PhotoFeatures, ReducedFeatures
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from services.reduce.transform import reduce_batch
 
 
-def build_stage(settings: Settings) -> Stage:
+def build_stage(settings: Settings) -> Stage[PhotoFeatures, ReducedFeatures]:
     current = CurrentBundle(ModelStore(s3_client(settings), settings.model_bucket), settings.model_refresh_seconds)
     models = metrics.ModelMetrics("reduce", settings.metrics_enabled)
 
-    def transform(batch: list[Received]) -> list[Outcome]:
+    def transform(batch: list[Received[PhotoFeatures]]) -> list[ReducedFeatures | RecordError]:
         bundle = current.get()
         assert bundle is not None, "on_start waited for a bundle"
         models.use_pca(bundle.version, bundle.pca.explained_variance_ratio)
@@ -24,9 +25,8 @@ def build_stage(settings: Settings) -> Stage:
     return Stage(
         name="reduce",
         input_topic=settings.topic_features,
-        input_type=avro_type(PHOTO_FEATURES),
+        input_type=PhotoFeatures,
         output_topic=settings.topic_reduced,
-        output_type=avro_type(REDUCED_FEATURES),
         transform=transform,
         on_start=current.wait,
     )

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError, map_valid
 from core.model import Pca
+from core.records import PhotoFeatures, ReducedFeatures
 
 
-def reduce_batch(records: list[dict[str, Any]], pca: Pca, pca_version: str) -> list[dict[str, Any] | RecordError]:
+def reduce_batch(records: list[PhotoFeatures], pca: Pca, pca_version: str) -> list[ReducedFeatures | RecordError]:
     dim = pca.mean.shape[0]
-    outcomes: list[dict[str, Any] | RecordError] = [
-        record if len(record["features"]) == dim else RecordError(
-            "bad_features", f"{len(record['features'])} features, the PCA {pca_version} expects {dim}"
-        )
-        for record in records
-    ]
-    good = [outcome for outcome in outcomes if not isinstance(outcome, RecordError)]
-    reduced = iter(pca.transform(np.array([r["features"] for r in good], dtype=np.float32)) if good else [])
-    return [
-        outcome
-        if isinstance(outcome, RecordError)
-        else {**outcome, "pca_version": pca_version, "features": next(reduced).tolist()}
-        for outcome in outcomes
-    ]
+
+    def check(record: PhotoFeatures) -> PhotoFeatures:
+        if len(record.features) != dim:
+            raise RecordError(
+                Reason.BAD_FEATURES, f"{len(record.features)} features, the PCA {pca_version} expects {dim}"
+            )
+        return record
+
+    def reduce(valid: list[PhotoFeatures]) -> list[ReducedFeatures]:
+        reduced = pca.transform(np.array([r.features for r in valid], dtype=np.float32))
+        return [
+            ReducedFeatures(r.photo, r.featurizer_id, pca_version, vector.tolist()) for r, vector in zip(valid, reduced)
+        ]
+
+    return map_valid(records, check, reduce)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tools.client import PhotoSender, new_photo_id, round_trip
+from tools.client import PhotoSender, new_photo_id
+from tools.roundtrip import round_trip
 from core.metrics import STAGE_PORTS
 from tools.stack.prometheus_server import prometheus_argv, query, ready
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_service, stop_services

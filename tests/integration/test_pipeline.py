@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 import pytest
 
 from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
-from tools.client import PhotoSender, PredictionReader, new_photo_id, round_trip
+from tools.client import PhotoSender, PredictionReader, new_photo_id
+from tools.roundtrip import round_trip
 from core.settings import PIPELINE_SERVICES as SERVICES
 from tools.services import ServiceProcess, start_service, start_services, stop_services, wait_ready
 from core.s3 import s3_client
@@ -52,21 +53,21 @@ def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
         photo_id = produced.stdout.split("\t")[0].strip()
         assert len(photo_id) == 32, produced.stdout
         # Generous: the first photo into a fresh SeaweedFS bucket waits for its volumes to grow.
-        first = next((p for p in reader.predictions(timeout=90) if p["photo_id"] == photo_id), None)
+        first = next((p for p in reader.predictions(timeout=90) if p.photo.photo_id == photo_id), None)
         assert first is not None, "no prediction within 90 s"
         found = [first]
         # Keep listening a little: a duplicate would arrive right behind the first.
-        found += [p for p in reader.predictions(timeout=3) if p["photo_id"] == photo_id]
+        found += [p for p in reader.predictions(timeout=3) if p.photo.photo_id == photo_id]
     finally:
         reader.close()
     assert len(found) == 1
     prediction = found[0]
-    assert prediction["label"] == "Banana 1"
-    assert prediction["top5"][0]["label"] == "Banana 1" and len(prediction["top5"]) == 5
-    assert "banana" in prediction["fruit"]["common_name"].lower()
-    assert prediction["model_versions"]["pca_version"] == prediction["model_versions"]["classifier_version"]
-    assert prediction["original_uri"].startswith(f"s3://{settings.region_buckets['eu']}/originals/")
-    bucket, key = prediction["original_uri"][5:].split("/", 1)
+    assert prediction.label == "Banana 1"
+    assert prediction.top5[0].label == "Banana 1" and len(prediction.top5) == 5
+    assert "banana" in prediction.fruit.common_name.lower()
+    assert prediction.model_versions.pca_version == prediction.model_versions.classifier_version
+    assert prediction.photo.original_uri.startswith(f"s3://{settings.region_buckets['eu']}/originals/")
+    bucket, key = prediction.photo.original_uri[5:].split("/", 1)
     assert s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read() == photo.read_bytes()
 
 
@@ -118,8 +119,8 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
             for msg in dead_letters.messages(timeout=5):
                 letter = avro_type(DEAD_LETTER).decode(msg.value())
                 letters.setdefault(msg.key().decode(), []).append(letter)
-        got = Counter(p["photo_id"] for p in predictions.predictions(timeout=15))
-        got += Counter(p["photo_id"] for p in predictions.predictions(timeout=3))
+        got = Counter(p.photo.photo_id for p in predictions.predictions(timeout=15))
+        got += Counter(p.photo.photo_id for p in predictions.predictions(timeout=3))
     finally:
         predictions.close()
         dead_letters.close()

@@ -3,6 +3,7 @@ from datetime import datetime, timezone
 import pytest
 
 from core.errors import RecordError
+from core.records import PhotoEvent
 from services.ingest.transform import IngestPolicy, ingest_photo
 from tests import images
 
@@ -15,8 +16,9 @@ RECEIVED = datetime(2026, 3, 4, 5, 6, 8, tzinfo=timezone.utc)
 
 
 def event(**changes):
-    return {"photo_id": "p-1", "user_id": "u", "captured_at": CAPTURED, "region": "eu",
-            "content_type": None, "image": images.jpeg(gps=True), "image_uri": None, **changes}
+    fields = {"photo_id": "p-1", "user_id": "u", "captured_at": CAPTURED, "region": "eu",
+              "content_type": None, "image": images.jpeg(gps=True), "image_uri": None, **changes}
+    return PhotoEvent(**fields)
 
 
 def no_uri(uri, max_bytes):
@@ -26,10 +28,11 @@ def no_uri(uri, max_bytes):
 def test_valid_photo_is_stored_in_its_region_without_gps():
     record, original = ingest_photo(event(region="us"), RECEIVED, POLICY, no_uri)
     assert (original.bucket, original.key) == ("photos-us", "originals/2026/03/04/p-1.jpg")
-    assert record["original_uri"] == "s3://photos-us/originals/2026/03/04/p-1.jpg"
-    assert record["received_at"] == RECEIVED and record["content_type"] == "image/jpeg"
-    assert (record["width"], record["height"]) == (100, 100)
-    assert record["image"] == original.data and b"FruitsTestCam" in original.data
+    assert record.photo.original_uri == "s3://photos-us/originals/2026/03/04/p-1.jpg"
+    assert record.photo.received_at == RECEIVED and record.content_type == "image/jpeg"
+    assert (record.photo.photo_id, record.photo.user_id, record.photo.region) == ("p-1", "u", "us")
+    assert (record.width, record.height) == (100, 100)
+    assert record.image == original.data and b"FruitsTestCam" in original.data
     from PIL import Image
     import io
     assert images.GPS_IFD not in Image.open(io.BytesIO(original.data)).getexif()
@@ -46,7 +49,7 @@ def test_large_photo_travels_by_reference():
     record, _ = ingest_photo(event(image=None, image_uri="s3://photos-eu/uploads/p-1.jpg"), RECEIVED,
                              IngestPolicy(2_000_000, 100, 40_000_000, {"eu": "photos-eu"}), read_uri)
     assert seen == [("s3://photos-eu/uploads/p-1.jpg", 2_000_000)]
-    assert record["image"] is None  # over the inline limit: preprocess reads original_uri
+    assert record.image is None  # over the inline limit: preprocess reads original_uri
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 from core.kafka import Received, next_offsets, per_record
 
 
@@ -29,10 +29,10 @@ def test_next_offsets_are_one_past_the_highest_per_partition():
 def test_per_record_keeps_order_and_isolates_record_errors():
     def transform(received):
         if received.record["n"] == 2:
-            raise RecordError("bad", "two is bad")
+            raise RecordError(Reason.BAD_EVENT, "two is bad")
         return received.record["n"] * 10
 
     now = datetime.now(timezone.utc)
     out = per_record(transform)([Received({"n": n}, now) for n in (1, 2, 3)])
     assert out[0] == 10 and out[2] == 30
-    assert isinstance(out[1], RecordError) and out[1].reason == "bad"
+    assert isinstance(out[1], RecordError) and out[1].reason == Reason.BAD_EVENT

@@ -9,6 +9,12 @@ from datetime import datetime, timedelta, timezone
 from prometheus_client import REGISTRY, generate_latest
 
 from core import metrics
+from core.records import ModelVersions, PhotoRef, Prediction
+
+
+def prediction(received_at: datetime, confidence: float, label: str) -> Prediction:
+    photo = PhotoRef("p", "u", received_at, received_at, "eu", "s3://b/k")
+    return Prediction(photo, received_at, label, confidence, [], ModelVersions("f", "v", "v"))
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -75,7 +81,7 @@ def test_disabled_metrics_record_nothing():
     models = metrics.ModelMetrics("offtest", enabled=False)
     models.use("pca", "20260101T000000Z-abcdef")
     metrics.PredictionMetrics(enabled=False).observe(
-        [{"received_at": datetime.now(timezone.utc), "confidence": 0.9, "label": "Off 1"}], datetime.now(timezone.utc)
+        [prediction(datetime.now(timezone.utc), 0.9, "Off 1")], datetime.now(timezone.utc)
     )
     text = generate_latest().decode()
     assert 'stage="offtest"' not in text and 'label="Off 1"' not in text
@@ -107,7 +113,7 @@ def test_prediction_metrics_count_classes_and_confidence():
     now = datetime.now(timezone.utc)
     before = sample("fruits_end_to_end_latency_seconds_count") or 0
     predictions = [
-        {"received_at": now - timedelta(milliseconds=40), "confidence": c, "label": label}
+        prediction(now - timedelta(milliseconds=40), c, label)
         for c, label in ((0.97, "Pear 1"), (0.3, "Pear 1"), (0.8, "Fig 1"))
     ]
     metrics.PredictionMetrics().observe(predictions, now)

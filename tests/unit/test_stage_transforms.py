@@ -1,5 +1,6 @@
 """The pure transforms of preprocess, featurize, reduce and predict."""
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from core.catalog import load_catalog
 from core.errors import RecordError
 from core.model import Classifier, ModelBundle, Pca
+from core.records import IngestedPhoto, ModelVersions, PhotoFeatures, PhotoRef, PreprocessedPhoto, ReducedFeatures
 from services.featurize.transform import featurize_batch
 from services.predict.transform import predict_batch
 from services.preprocess.transform import preprocess_photo
@@ -15,15 +17,17 @@ from services.reduce.transform import reduce_batch
 from tests import images
 
 T0 = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
-COMMON = {"photo_id": "p", "user_id": "u", "captured_at": T0, "received_at": T0, "region": "eu",
-          "original_uri": "s3://b/k.jpg"}
+REF = PhotoRef("p", "u", T0, T0, "eu", "s3://b/k.jpg")
 
 
 def test_preprocess_inline_and_by_reference():
-    inline = preprocess_photo({**COMMON, "image": images.jpeg()}, read_original=None)
-    assert inline["shape"] == [100, 100, 3] and len(inline["tensor"]) == 30000
-    by_ref = preprocess_photo({**COMMON, "image": None}, read_original=lambda uri: images.jpeg(300, 300))
-    assert by_ref["shape"] == [100, 100, 3] and by_ref["original_uri"] == "s3://b/k.jpg"
+    def ingested(image):
+        return IngestedPhoto(REF, "image/jpeg", 100, 100, "00" * 32, image)
+
+    inline = preprocess_photo(ingested(images.jpeg()), read_original=None)
+    assert inline.shape == [100, 100, 3] and len(inline.tensor) == 30000 and inline.photo == REF
+    by_ref = preprocess_photo(ingested(None), read_original=lambda uri: images.jpeg(300, 300) if uri == REF.original_uri else b"")
+    assert by_ref.shape == [100, 100, 3] and by_ref.photo.original_uri == "s3://b/k.jpg"
 
 
 def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
@@ -33,12 +37,13 @@ def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
         calls.append(batch.shape)
         return batch.reshape(len(batch), -1)[:, :4].astype(np.float32)
 
-    good = {**COMMON, "tensor": bytes(range(100)) * 300, "shape": [100, 100, 3]}
-    bad = {**COMMON, "tensor": b"\x00" * 10, "shape": [100, 100, 3]}
-    wrong_shape = {**COMMON, "tensor": b"\x00" * 30000, "shape": [3, 100, 100]}
+    good = PreprocessedPhoto(REF, bytes(range(100)) * 300, [100, 100, 3])
+    bad = PreprocessedPhoto(REF, b"\x00" * 10, [100, 100, 3])
+    wrong_shape = PreprocessedPhoto(REF, b"\x00" * 30000, [3, 100, 100])
     out = featurize_batch([good, bad, good, wrong_shape], fake_model, "model@abc")
     assert calls == [(2, 100, 100, 3)]
-    assert out[0]["features"] == [0.0, 1.0, 2.0, 3.0] and out[0]["featurizer_id"] == "model@abc"
+    assert out[0].features == [0.0, 1.0, 2.0, 3.0] and out[0].featurizer_id == "model@abc" and out[0].photo == REF
+    assert out[2].features == out[0].features
     assert isinstance(out[1], RecordError) and out[1].reason == "bad_tensor"
     assert isinstance(out[3], RecordError) and out[3].reason == "bad_tensor"
 
@@ -55,11 +60,10 @@ def make_bundle(version="v1"):
 
 def test_reduce_tags_version_and_rejects_wrong_dimension():
     out = reduce_batch(
-        [{**COMMON, "featurizer_id": "m", "features": [3.0, 1.0, 9.0, 9.0]},
-         {**COMMON, "featurizer_id": "m", "features": [1.0]}],
+        [PhotoFeatures(REF, "m", [3.0, 1.0, 9.0, 9.0]), PhotoFeatures(REF, "m", [1.0])],
         make_bundle().pca, "v1",
     )
-    assert out[0]["features"] == [2.0, 0.0] and out[0]["pca_version"] == "v1"
+    assert out[0].features == [2.0, 0.0] and out[0].pca_version == "v1" and out[0].photo == REF
     assert isinstance(out[1], RecordError) and out[1].reason == "bad_features"
 
 
@@ -71,22 +75,22 @@ def test_predict_uses_the_bundle_named_by_the_record():
             raise RecordError("unknown_model_version", version)
         return bundles[version]
 
-    reduced = {**COMMON, "featurizer_id": "m", "pca_version": "v1", "features": [2.0, 0.0]}
+    reduced = ReducedFeatures(REF, "m", "v1", [2.0, 0.0])
     out = predict_batch(
-        [reduced, {**reduced, "pca_version": "gone"}, {**reduced, "features": [1.0, 2.0, 3.0]}],
+        [reduced, replace(reduced, pca_version="gone"), replace(reduced, features=[1.0, 2.0, 3.0])],
         bundle_of, load_catalog(), T0,
     )
     first = out[0]
-    assert first["label"] == "Banana 1" and 0.5 < first["confidence"] <= 1
-    assert [t["label"] for t in first["top5"]][:2] == ["Banana 1", "Kiwi 1"] and len(first["top5"]) == 5
-    assert first["top5"][0]["confidence"] == first["confidence"]
-    assert first["model_versions"] == {"featurizer_id": "m", "pca_version": "v1", "classifier_version": "v1"}
-    assert "banana" in first["fruit"]["common_name"].lower() and first["fruit"]["nutrition"]["energy_kcal"] > 0
+    assert first.label == "Banana 1" and 0.5 < first.confidence <= 1 and first.photo == REF
+    assert [t.label for t in first.top5][:2] == ["Banana 1", "Kiwi 1"] and len(first.top5) == 5
+    assert first.top5[0].confidence == first.confidence
+    assert first.model_versions == ModelVersions("m", "v1", "v1")
+    assert "banana" in first.fruit.common_name.lower() and first.fruit.nutrition.energy_kcal > 0
     assert out[1].reason == "unknown_model_version"
     assert out[2].reason == "bad_features"
 
 
 def test_predict_without_catalog_entry_has_no_fruit_info():
-    reduced = {**COMMON, "featurizer_id": "m", "pca_version": "v1", "features": [0.0, -3.0]}
+    reduced = ReducedFeatures(REF, "m", "v1", [0.0, -3.0])
     (out,) = predict_batch([reduced], lambda v: make_bundle(v), {}, T0)
-    assert out["label"] == "Not In Catalog" and out["fruit"] is None
+    assert out.label == "Not In Catalog" and out.fruit is None
