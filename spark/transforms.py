@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
 from core.avro import HEADER_SIZE, MARKER, SCHEMA_DIR, avro_type
+from core.errors import Reason
 from core.model import PcaStats
 
 KAFKA_COLUMNS = ("kafka_partition", "kafka_offset", "kafka_timestamp")
@@ -33,10 +34,10 @@ def avro_schema_json(type_name: str) -> str:
 
 def _error_class(value: Column, header: bytes, record: Column) -> Column:
     return (
-        F.when(value.isNull() | (F.length(value) == 0), F.lit("empty_record"))
-        .when(F.substring(value, 1, len(MARKER)) != F.lit(bytearray(MARKER)), F.lit("not_avro_single_object"))
-        .when(F.substring(value, 1, HEADER_SIZE) != F.lit(bytearray(header)), F.lit("foreign_schema"))
-        .when(record.isNull(), F.lit("corrupt_avro"))
+        F.when(value.isNull() | (F.length(value) == 0), F.lit(Reason.EMPTY_RECORD.value))
+        .when(F.substring(value, 1, len(MARKER)) != F.lit(bytearray(MARKER)), F.lit(Reason.NOT_AVRO_SINGLE_OBJECT.value))
+        .when(F.substring(value, 1, HEADER_SIZE) != F.lit(bytearray(header)), F.lit(Reason.FOREIGN_SCHEMA.value))
+        .when(record.isNull(), F.lit(Reason.CORRUPT_AVRO.value))
     )
 
 
