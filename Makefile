@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 DATA ?= ../shared/data/fruits360
 KAFKA_JARS := .jars/kafka/.complete
 SPARK_JARS := .jars/spark/.complete
+LOCK := requirements/lock.txt
 PROMETHEUS_PORT ?= 19090
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup up down status demo test unit-test integration-test bench train services clean \
+.PHONY: help setup lock up down status demo test unit-test integration-test bench train services clean \
 	prometheus prometheus-install monitor monitor-down bench-metrics spark-jars train-spark spark-streaming
 
 help:  ## list the targets
@@ -30,11 +31,22 @@ prometheus-install:  ## install Prometheus and promtool from Debian's package (i
 		$(SUDO) systemctl disable --now prometheus; \
 	elif [ -x /etc/init.d/prometheus ]; then $(SUDO) /etc/init.d/prometheus stop >/dev/null 2>&1; fi; true
 
-$(VENV)/.installed: pyproject.toml
+# The locked versions first (hash-checked), then the project itself, which adds nothing else
+# (`pip check` fails if pyproject.toml asks for something the lock lacks: run `make lock`).
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev,spark]'
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e '.[local,dev,spark]'
+	$(PY) -m pip check
 	touch $@
+
+lock:  ## refresh $(LOCK): the newest versions pyproject.toml allows, with hashes (`make setup` installs them)
+	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet 'uv>=0.13,<1'
+	$(VENV)/bin/uv pip compile pyproject.toml --extra local --extra dev --extra spark --upgrade \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes \
+		--custom-compile-command 'make lock' --quiet -o $(LOCK)
 
 $(SPARK_JARS): deploy/spark/pom.xml
 	rm -rf .jars/spark
