@@ -1,5 +1,6 @@
 # One image for the five services, the provisioning step and the trainer of
-# docker-compose.yml (and the Spark job's placeholder): `python -m services.<name>`.
+# docker-compose.yml: `python -m services.<name>`. The Spark job has its own image, with
+# Java and the connector jars: deploy/spark/Dockerfile.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -10,7 +11,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY . .
 # Editable: the schemas, catalog and featurizer are found next to the code, as in a checkout.
-RUN pip install -e . && useradd --system --no-create-home fruits
+# The versions of requirements/lock.txt (`make lock`), as on a developer's machine and in CI.
+RUN pip install -c requirements/lock.txt -e . && useradd --system --no-create-home fruits
 USER fruits
 
 # Each service serves /metrics on its FRUITS_METRICS_PORT (9101-9105).

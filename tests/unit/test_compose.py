@@ -1,6 +1,7 @@
 """docker-compose.yml agrees with the code: no Docker engine runs here, so this is what
-keeps it from rotting — commands, FRUITS_* names, metrics ports, mounted paths and the
-Prometheus targets are checked against the repository."""
+keeps it from rotting — commands, FRUITS_* names, metrics ports, mounted paths, the
+Prometheus targets, the broker's size limit, the topic topology and the Spark image
+(deploy/spark/Dockerfile) are checked against the repository."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 import yaml
 
+from core.limits import size_limits
 from core.metrics import STAGE_PORTS
 from core.settings import PIPELINE_SERVICES as SERVICES
 from core.settings import PROJECT_ROOT, Settings
@@ -18,6 +20,39 @@ COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
 SERVICES_OF_COMPOSE = COMPOSE["services"]
 BUILT = {name: service for name, service in SERVICES_OF_COMPOSE.items() if "build" in service}
+SPARK_DOCKERFILE = "deploy/spark/Dockerfile"
+
+
+def dockerfile_of(service: dict) -> Path:
+    build = service["build"]
+    if isinstance(build, str):
+        return PROJECT_ROOT / build / "Dockerfile"
+    return PROJECT_ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+
+
+def dockerfile_stages(path: Path) -> list[list[str]]:
+    """The instructions of each build stage (continuation lines joined, comments dropped)."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        stages[-1].append(line)
+    return stages
+
+
+def settings_of(service: dict) -> Settings:
+    """The service's Settings from its compose environment alone, not this shell's (YAML
+    already types the values; model_construct fills in the defaults)."""
+    fields = {
+        name.removeprefix("FRUITS_").lower(): value
+        for name, value in service.get("environment", {}).items()
+        if name.startswith("FRUITS_")
+    }
+    return Settings.model_construct(**fields)
 
 
 def bind_mounts(service: dict) -> dict[str, str]:
@@ -44,7 +79,7 @@ def test_the_stack_is_complete():
     assert SERVICES_OF_COMPOSE["kafka"]["image"].startswith("apache/kafka:")
     assert SERVICES_OF_COMPOSE["s3"]["image"].startswith("chrislusf/seaweedfs:")
     assert (PROJECT_ROOT / "Dockerfile").is_file()
-    assert all(service["build"] == "." for service in BUILT.values())
+    assert all(service["build"] == "." for name, service in BUILT.items() if name != "spark")
 
 
 @pytest.mark.parametrize("name", sorted(BUILT))
@@ -121,3 +156,71 @@ def test_grafana_gets_the_provisioning_and_the_dashboards_where_the_provider_loo
     assert repo_path(grafana, home).is_file()
     datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
+
+
+def test_the_broker_takes_a_dead_letter_of_the_largest_record():
+    # One definition of the limits (core.limits): the broker's is the dead-letter limit.
+    limits = size_limits(settings_of(SERVICES_OF_COMPOSE["provision"]))
+    assert int(SERVICES_OF_COMPOSE["kafka"]["environment"]["KAFKA_MESSAGE_MAX_BYTES"]) == limits.dead_letter_bytes
+    assert limits.dead_letter_bytes == 4 * 1024 * 1024  # with the default FRUITS_MAX_RECORD_BYTES
+
+
+def test_every_service_has_the_same_size_limits():
+    limits = {name: size_limits(settings_of(service)) for name, service in BUILT.items()}
+    assert len(set(limits.values())) == 1, limits
+
+
+def test_provision_creates_topics_the_single_broker_can_hold():
+    from tools.provision import plan_topics
+    from tools.stack.__main__ import main
+
+    provision = SERVICES_OF_COMPOSE["provision"]
+    command = provision["command"]
+    assert command == ["python", "-m", "tools.stack", "provision"], command  # starts nothing, only provisions
+    with pytest.raises(SystemExit) as help_exit:
+        main([*command[3:], "--help"])
+    assert help_exit.value.code == 0
+    brokers = [name for name, service in SERVICES_OF_COMPOSE.items() if service.get("image", "").startswith("apache/kafka:")]
+    settings = settings_of(provision)
+    specs = plan_topics(settings, broker_count=len(brokers))  # raises if the cluster cannot hold them
+    assert {spec.replication_factor for spec in specs} == {1}
+    assert {spec.config["min.insync.replicas"] for spec in specs} == {"1"}
+    broker = SERVICES_OF_COMPOSE["kafka"]["environment"]
+    assert broker["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # topics come from provision only
+
+
+def test_spark_runs_in_its_own_image_with_java_17_the_spark_extra_and_the_jars():
+    spark = SERVICES_OF_COMPOSE["spark"]
+    dockerfile = dockerfile_of(spark)
+    assert dockerfile == PROJECT_ROOT / SPARK_DOCKERFILE and dockerfile.is_file()
+    assert spark["image"] != SERVICES_OF_COMPOSE["ingest"]["image"], "the services' image has no Java"
+    *build_stages, final = dockerfile_stages(dockerfile)
+    final_text = "\n".join(final)
+    # Java 17 in the image that runs the job (pyspark 4 starts a JVM)
+    assert re.search(r"apt-get install .*\bopenjdk-17-(jre|jdk)(-headless)?\b", final_text), final_text
+    java_home = re.search(r"JAVA_HOME=(\S+)", final_text)
+    assert java_home and "17" in java_home.group(1)
+    # the spark extra, at the locked versions
+    (install,) = [line for line in final if line.startswith("RUN ") and "pip install" in line]
+    assert re.search(r"\.\[([a-z,]*,)?spark(,[a-z,]*)?\]", install), install
+    assert "-c requirements/lock.txt" in install or "-r requirements/lock.txt" in install, install
+    assert (PROJECT_ROOT / "requirements" / "lock.txt").is_file()
+    # the jars, resolved by Maven from the Spark pom in a build stage, copied where the job looks
+    jars_dir = PurePosixPath(spark["environment"]["FRUITS_SPARK_JARS_DIR"])
+    copies = [line.split() for line in final if line.startswith("COPY --from=")]
+    assert [PurePosixPath(words[-1]) for words in copies] == [jars_dir], copies
+    stage_name = copies[0][1].removeprefix("--from=")
+    (stage,) = [stage for stage in build_stages if stage[0].split()[-1] == stage_name]
+    assert "17" in stage[0], stage[0]  # Maven on a JDK 17
+    (copy_pom,) = [line.split() for line in stage if line.startswith("COPY ")]
+    assert copy_pom[1] == "deploy/spark/pom.xml" and (PROJECT_ROOT / copy_pom[1]).is_file()
+    (mvn,) = [line for line in stage if line.startswith("RUN ") and "mvn " in line]
+    assert "dependency:copy-dependencies" in mvn
+    output = re.search(r"-DoutputDirectory=(\S+)", mvn).group(1)
+    assert PurePosixPath(copies[0][2]) == PurePosixPath(output), (copies[0], output)
+    image_default = re.search(r"\bFRUITS_SPARK_JARS_DIR=(\S+)", final_text)
+    assert image_default is None or PurePosixPath(image_default.group(1)) == jars_dir
+    # the command's module exists and is the streaming job
+    command = spark["command"]
+    assert command == ["python", "-m", "spark.streaming_job"], command
+    assert (PROJECT_ROOT / "spark" / "streaming_job.py").is_file()
