@@ -1,8 +1,8 @@
 """PCA, classifier and the versioned model bundle in the S3 model store.
 
-Bundle format (format 1), under ``s3://<model bucket>/``::
+Bundle format (format 2, ``core.manifest.BUNDLE_FORMAT``), under ``s3://<model bucket>/``::
 
-    bundles/<version>/manifest.json   what, when, from which data; PCA k and explained variance
+    bundles/<version>/manifest.json   what, when, from which data, how it scored (``core.manifest``)
     bundles/<version>/pca.npz         mean (d,), components (k, d), explained_variance_ratio (k,)
     bundles/<version>/classifier.npz  labels (C,), coef (C, k), intercept (C,)
     current.json                      {"version": "<version>"}: the bundle services use
@@ -10,7 +10,9 @@ Bundle format (format 1), under ``s3://<model bucket>/``::
 A bundle is written first and ``current.json`` moved after, so readers never see a
 half-written bundle. Versions sort by time (``YYYYMMDDTHHMMSSZ-<hex>``). The PCA is
 computed from mergeable statistics (count, sum, sum of outer products), so the local
-trainer and a distributed job fit the very same model.
+trainer and a distributed job fit the very same model. ``save`` writes the format from
+the constant (a manifest cannot carry another); ``load`` reads formats 2 and 1 (format 1
+had the same files and an untyped manifest, converted on reading) and refuses others.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,10 +33,10 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from core.errors import RecordError
+from core.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = 1
 CURRENT_KEY = "current.json"
 
 
@@ -131,7 +133,18 @@ class ModelBundle:
     featurizer_id: str
     pca: Pca
     classifier: Classifier
-    manifest: dict[str, Any] = field(default_factory=dict)
+    manifest: Manifest | None = None
+    """What, when, from which data and how it scored; required to save, always set when loaded."""
+
+    def __post_init__(self) -> None:
+        if self.manifest is None:
+            return
+        actual = (self.version, self.featurizer_id, self.pca.k, int(self.pca.mean.shape[0]), len(self.classifier.labels))
+        m = self.manifest
+        described = (m.version, m.featurizer_id, m.pca.k, m.pca.input_dim, m.classifier.classes)
+        if described != actual:
+            raise ValueError(f"the manifest describes (version, featurizer, k, input dim, classes) {described}, "
+                             f"the bundle is {actual}")  # fmt: skip
 
 
 def _npz(**arrays: np.ndarray) -> bytes:
@@ -154,6 +167,8 @@ class ModelStore:
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
     def save(self, bundle: ModelBundle, make_current: bool = True) -> None:
+        if bundle.manifest is None:
+            raise ValueError(f"bundle {bundle.version} has no manifest: build one with Manifest.describe")
         prefix = f"bundles/{bundle.version}/"
         pca, clf = bundle.pca, bundle.classifier
         self._put(
@@ -166,19 +181,7 @@ class ModelStore:
             _npz(labels=np.array(clf.labels), coef=clf.coef, intercept=clf.intercept),
             "application/octet-stream",
         )
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "version": bundle.version,
-            "featurizer_id": bundle.featurizer_id,
-            "pca": {
-                "k": pca.k,
-                "input_dim": int(pca.mean.shape[0]),
-                "explained_variance": float(pca.explained_variance_ratio.sum()),
-            },
-            "classifier": {"type": "multinomial_logistic_regression", "classes": len(clf.labels)},
-            **bundle.manifest,
-        }
-        self._put(prefix + "manifest.json", json.dumps(manifest, indent=2).encode(), "application/json")
+        self._put(prefix + "manifest.json", bundle.manifest.to_json().encode(), "application/json")
         if make_current:
             self.set_current(bundle.version)
 
@@ -193,19 +196,20 @@ class ModelStore:
                 return None
             raise
 
-    def load_manifest(self, version: str) -> dict[str, Any]:
-        return json.loads(self._get(f"bundles/{version}/manifest.json"))
+    def load_manifest(self, version: str) -> Manifest:
+        try:
+            return Manifest.from_json(self._get(f"bundles/{version}/manifest.json"))
+        except ValueError as exc:
+            raise ValueError(f"bundle {version}: {exc}") from exc
 
     def load(self, version: str) -> ModelBundle:
         prefix = f"bundles/{version}/"
         manifest = self.load_manifest(version)
-        if manifest.get("format") != BUNDLE_FORMAT:
-            raise ValueError(f"bundle {version} has format {manifest.get('format')}, expected {BUNDLE_FORMAT}")
         with np.load(io.BytesIO(self._get(prefix + "pca.npz"))) as p:
             pca = Pca(p["mean"], p["components"], p["explained_variance_ratio"])
         with np.load(io.BytesIO(self._get(prefix + "classifier.npz"))) as c:
             classifier = Classifier(tuple(str(label) for label in c["labels"]), c["coef"], c["intercept"])
-        return ModelBundle(version, manifest["featurizer_id"], pca, classifier, manifest)
+        return ModelBundle(version, manifest.featurizer_id, pca, classifier, manifest)
 
 
 class CurrentBundle:

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from core.evaluation import evaluate
 from core.lake import to_s3a
+from core.manifest import Manifest, PcaStream, TrainedOn
 from core.metrics import ModelMetrics
-from core.model import ModelBundle, ModelStore, PcaStats, new_version
+from core.model import ModelBundle, ModelStore, PcaStats, fit_classifier, new_version
 from core.settings import Settings
-from core.model import fit_classifier
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -225,11 +226,26 @@ class PcaPublisher:
         if current is None:
             log.warning("PCA not published: the model store has no current bundle (train one with `fruits train`)")
             return None
-        uri = self.store.load_manifest(current).get("training_features")
+        parent = self.store.load_manifest(current)
+        training = self._training_for(parent, state)
+        if training is None:
+            return None
+        bundle = self.refit(state, training, parent)
+        self.store.save(bundle)  # the bundle's files first, then current.json
+        self.model_metrics.use_pca(bundle.version, bundle.pca.explained_variance_ratio)
+        log.info(
+            "published bundle %s: PCA of %d streamed rows, k=%d (%.1f %% of the variance), classifier retrained on %s",
+            bundle.version, state.stats.count, bundle.pca.k, 100 * bundle.pca.explained_variance_ratio.sum(), training.uri,
+        )  # fmt: skip
+        return bundle.version
+
+    def _training_for(self, parent: Manifest, state: PcaState) -> LabelledFeatures | None:
+        """The labelled features the current bundle was trained on, or None (and why in the log)."""
+        uri = parent.training_features
         if not uri:
             log.warning(
                 "PCA not published: the current bundle %s names no labelled training features to retrain the "
-                "classifier on (bundles of `fruits train` from this release on do)", current,
+                "classifier on (bundles of `fruits train` from this release on do)", parent.version,
             )  # fmt: skip
             return None
         training = self._training_set(uri)
@@ -239,31 +255,32 @@ class PcaPublisher:
                 uri, training.featurizer_id, state.featurizer_id,
             )  # fmt: skip
             return None
+        return training
+
+    def refit(self, state: PcaState, training: LabelledFeatures, parent: Manifest) -> ModelBundle:
+        """The PCA of the streamed statistics and a classifier trained on its projections of
+        ``training``, scored on ``training`` (there is no held-out set here)."""
         started = time.perf_counter()
-        pca = state.stats.fit(self.settings.pca_min_explained_variance)
+        min_explained_variance = self.settings.pca_min_explained_variance
+        pca = state.stats.fit(min_explained_variance)
         classifier = fit_classifier(pca.transform(training.features), training.labels)
-        projected = pca.transform(training.features)
-        predicted = np.asarray(classifier.labels)[classifier.predict_proba(projected).argmax(axis=1)]
-        manifest = {
-            "trained_on": {
-                "pca": {"source": "stream", "topic": self.settings.topic_features, "rows": state.stats.count,
-                        "through_batch_id": state.batch_id},
-                "classifier": {"path": uri, "images": len(training.labels), "classes": len(set(training.labels))},
-            },
-            "training_features": uri,
-            "pca_selection": {"min_explained_variance": self.settings.pca_min_explained_variance},
-            "training_accuracy": round(float((predicted == np.asarray(training.labels)).mean()), 5),
-            "previous_version": current,
-            "training_seconds": round(time.perf_counter() - started, 1),
-        }  # fmt: skip
-        bundle = ModelBundle(new_version(), state.featurizer_id, pca, classifier, manifest)
-        self.store.save(bundle)  # the bundle's files first, then current.json
-        self.model_metrics.use_pca(bundle.version, pca.explained_variance_ratio)
-        log.info(
-            "published bundle %s: PCA of %d streamed rows, k=%d (%.1f %% of the variance), classifier retrained on %s",
-            bundle.version, state.stats.count, pca.k, 100 * pca.explained_variance_ratio.sum(), uri,
-        )  # fmt: skip
-        return bundle.version
+        bundle = ModelBundle(new_version(), state.featurizer_id, pca, classifier)
+        training_seconds = time.perf_counter() - started
+        labels = training.labels
+        manifest = Manifest.describe(
+            bundle,
+            trained_on=TrainedOn(
+                "streaming", training.uri, len(labels), len(set(labels)), parent.trained_on.per_class_limit
+            ),
+            min_explained_variance=min_explained_variance,
+            training_seconds=training_seconds,
+            training_features=training.uri,
+            evaluation=evaluate(bundle, training.features, labels),
+            evaluated_on=training.uri,
+            parent_version=parent.version,
+            pca_stream=PcaStream(self.settings.topic_features, state.stats.count, state.batch_id),
+        )
+        return replace(bundle, manifest=manifest)
 
 
 class BatchStats(Protocol):

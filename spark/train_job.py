@@ -11,12 +11,13 @@ go to the lake's ``training_features`` (the streaming job retrains classifiers o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,13 +26,15 @@ from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from core import lake
+from core.datasets import IMAGE_SUFFIXES, test_dir_beside, training_dir
+from core.evaluation import Evaluation
+from core.evaluation import evaluate as evaluate_bundle  # `evaluate` is train_with_spark()'s flag
 from core.featurizer import Featurizer, model_id
 from core.imaging import preprocess
-from core.model import ModelBundle, Pca, new_version
+from core.manifest import Manifest, TrainedOn
+from core.model import Classifier, ModelBundle, Pca, fit_classifier, new_version
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
-from core.datasets import IMAGE_SUFFIXES, test_dir_beside, training_dir
-from core.model import fit_classifier
 from spark import transforms
 from spark.session import spark_session
 
@@ -156,13 +159,69 @@ def projected(features: DataFrame, pca: Pca) -> tuple[np.ndarray, list[str]]:
     return np.stack(rows["projection"].to_numpy()), [str(label) for label in rows["label"]]
 
 
-def predict_accuracy(features: DataFrame, bundle: ModelBundle) -> tuple[float, int]:
-    x, labels = projected(features, bundle.pca)
-    predicted = np.asarray(bundle.classifier.labels)[bundle.classifier.predict_proba(x).argmax(axis=1)]
-    return float((predicted == np.asarray(labels)).mean()), len(labels)
+def evaluate_on_executors(features: DataFrame, bundle: ModelBundle) -> Evaluation:
+    """``core.evaluation.evaluate`` on each batch of rows where they are (the bundle travels to
+    the executors), the counts merged on the driver: nothing but counts is collected."""
+    counts = [f.name for f in fields(Evaluation)]
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            if len(batch):
+                x = np.stack(batch["features"].to_numpy()).astype(np.float32)
+                part = evaluate_bundle(bundle, x, [str(label) for label in batch["label"]])
+                yield pd.DataFrame([{name: getattr(part, name) for name in counts}])
+
+    schema = ", ".join(f"{name} long" for name in counts)
+    rows = features.select("label", "features").mapInPandas(score, schema).toPandas().to_dict("records")
+    return functools.reduce(Evaluation.merge, map(Evaluation.from_dict, rows), Evaluation())
 
 
 # --- The job --------------------------------------------------------------------------------------------
+
+
+def upload_splits(settings: Settings, data_dir: Path, with_test: bool) -> None:
+    """Copy DATA_DIR's Training split (and its Test split, if there and ``with_test``) to the lake."""
+    training_local = training_dir(data_dir)
+    test_local = test_dir_beside(training_local)
+    splits = {"Training": training_local} | ({"Test": test_local} if with_test and test_local else {})
+    for split, folder in splits.items():
+        upload_split(settings, folder, split)
+
+
+def fit_on_training_split(
+    spark: SparkSession,
+    settings: Settings,
+    featurizer_id: str,
+    features_uri: str,
+    min_explained_variance: float,
+    per_class: int | None,
+) -> tuple[Pca, Classifier, list[str]]:
+    """Featurize the Training split once, store the labelled features at ``features_uri``, fit the
+    PCA (partial statistics on the executors) and the classifier (on the driver); and the labels."""
+    training = featurized(spark, settings, "Training", featurizer_id, per_class).persist()
+    try:
+        # The labelled set first (the bundle's manifest will name it), which also featurizes
+        # every image once; the statistics and projections then read the cached rows.
+        (
+            training.select("label", "features", F.col("path").alias("source"),
+                            F.lit(featurizer_id).alias("featurizer_id"))
+            .write.mode("overwrite").parquet(lake.to_s3a(features_uri))
+        )  # fmt: skip
+        dim = len(training.select("features").first()[0])
+        pca = transforms.pca_stats(training, dim).fit(min_explained_variance)
+        log.info("PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum())
+        x, labels = projected(training, pca)
+        return pca, fit_classifier(x, labels), labels
+    finally:
+        training.unpersist()
+
+
+def evaluate_test_split(spark: SparkSession, settings: Settings, bundle: ModelBundle) -> Evaluation | None:
+    """The bundle's scores on the Test split in the lake, or None (and a warning) if there is none."""
+    if not split_in_lake(settings, "Test"):
+        log.warning("no images in %s: not scored (upload them with --upload)", lake.lake_uri(settings, IMAGES, "Test"))
+        return None
+    return evaluate_on_executors(featurized(spark, settings, "Test", bundle.featurizer_id, None), bundle)
 
 
 def train_with_spark(
@@ -175,55 +234,31 @@ def train_with_spark(
 ) -> ModelBundle:
     """Train a bundle with Spark from the images in S3 (uploaded from ``data_dir`` first
     if ``upload``); the Test split in S3, if there, is scored."""
-    training_local = training_dir(data_dir)
-    test_local = test_dir_beside(training_local)
-    splits = {"Training": training_local} | ({"Test": test_local} if evaluate and test_local else {})
     if upload:
-        for split, folder in splits.items():
-            upload_split(settings, folder, split)
+        upload_splits(settings, data_dir, with_test=evaluate)
     started = time.perf_counter()  # as the local trainer's: from the first image read to the classifier
+    training_uri = lake.lake_uri(settings, IMAGES, "Training")
     if not split_in_lake(settings, "Training"):
-        raise FileNotFoundError(
-            f"no images in {lake.lake_uri(settings, IMAGES, 'Training')}: upload them with --upload"
-        )
+        raise FileNotFoundError(f"no images in {training_uri}: upload them with --upload")
     featurizer_id = model_id(settings.featurizer_path)
     spark = spark_session(settings, "fruits-train")
     version = new_version()
-
-    training = featurized(spark, settings, "Training", featurizer_id, per_class).persist()
-    try:
-        features_uri = lake.training_features_uri(settings, version)
-        # The labelled set first (the bundle's manifest will name it), which also featurizes
-        # every image once; the statistics and projections then read the cached rows.
-        (
-            training.select("label", "features", F.col("path").alias("source"),
-                            F.lit(featurizer_id).alias("featurizer_id"))
-            .write.mode("overwrite").parquet(lake.to_s3a(features_uri))
-        )  # fmt: skip
-        dim = len(training.select("features").first()[0])
-        stats = transforms.pca_stats(training, dim)
-        pca = stats.fit(min_explained_variance)
-        log.info("PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum())
-        x, labels = projected(training, pca)
-        classifier = fit_classifier(x, labels)
-    finally:
-        training.unpersist()
-    manifest: dict[str, Any] = {
-        "trained_on": {"path": lake.lake_uri(settings, IMAGES, "Training"), "images": len(labels),
-                       "classes": len(set(labels))},
-        "training_features": features_uri,
-        "pca_selection": {"min_explained_variance": min_explained_variance},
-        "per_class_limit": per_class,
-        "engine": {"name": "spark", "spark": spark.version, "master": settings.spark_master},
-        "training_seconds": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
-    bundle = ModelBundle(version, featurizer_id, pca, classifier, manifest)
-    if evaluate and split_in_lake(settings, "Test"):
-        test = featurized(spark, settings, "Test", featurizer_id, None)
-        accuracy, images = predict_accuracy(test, bundle)
-        manifest["evaluation"] = {"path": lake.lake_uri(settings, IMAGES, "Test"), "images": images,
-                                  "top1_accuracy": round(accuracy, 5)}  # fmt: skip
-    elif evaluate:
-        log.warning("no images in %s: not scored (upload them with --upload)", lake.lake_uri(settings, IMAGES, "Test"))
+    features_uri = lake.training_features_uri(settings, version)
+    pca, classifier, labels = fit_on_training_split(
+        spark, settings, featurizer_id, features_uri, min_explained_variance, per_class
+    )
+    bundle = ModelBundle(version, featurizer_id, pca, classifier)
+    training_seconds = time.perf_counter() - started
+    scored = evaluate_test_split(spark, settings, bundle) if evaluate else None
+    engine = f"Spark {spark.version}, master {settings.spark_master or '(from spark-submit)'}"
+    manifest = Manifest.describe(
+        bundle,
+        trained_on=TrainedOn("spark", training_uri, len(labels), len(set(labels)), per_class, engine),
+        min_explained_variance=min_explained_variance,
+        training_seconds=training_seconds,
+        training_features=features_uri,
+        evaluation=scored,
+        evaluated_on=None if scored is None else lake.lake_uri(settings, IMAGES, "Test"),
+    )
     log.info("spark training done in %.0f s", time.perf_counter() - started)
-    return bundle
+    return replace(bundle, manifest=manifest)

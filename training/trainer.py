@@ -11,15 +11,18 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from core.datasets import list_images, test_dir_beside, training_dir
+from core.evaluation import Evaluation
+from core.evaluation import evaluate as evaluate_bundle  # `evaluate` is train()'s flag
 from core.featurizer import Featurizer
 from core.imaging import preprocess
-from core.datasets import list_images, test_dir_beside, training_dir
+from core.manifest import Manifest, TrainedOn
 from core.model import ModelBundle, PcaStats, fit_classifier, new_version
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,6 @@ def featurize_files(paths: Sequence[Path], featurizer: Featurizer, description: 
     return np.concatenate(features)
 
 
-def accuracy(bundle: ModelBundle, features: np.ndarray, labels: Sequence[str]) -> float:
-    probabilities = bundle.classifier.predict_proba(bundle.pca.transform(features))
-    predicted = np.asarray(bundle.classifier.labels)[probabilities.argmax(axis=1)]
-    return float((predicted == np.asarray(labels)).mean())
-
-
 SaveFeatures = Callable[[str, np.ndarray, Sequence[str], Sequence[str], str], str]
 """``(version, features, labels, sources, featurizer_id) → URI``: stores a bundle's labelled
 training features (e.g. ``core.lake.training_features_writer``)."""
@@ -63,7 +60,7 @@ def train(
     save_features: SaveFeatures | None = None,
 ) -> ModelBundle:
     """Train a bundle from ``data_dir``; if a ``Test`` split sits beside ``Training``,
-    score it and record the accuracy in the manifest. With ``save_features``, the
+    score it and record the evaluation in the manifest. With ``save_features``, the
     labelled training features are stored and the manifest names them
     (``training_features``): the streaming job retrains the classifier on them when it
     publishes a new PCA."""
@@ -75,25 +72,27 @@ def train(
     stats.add(features)
     pca = stats.fit(min_explained_variance)
     log.info("PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum())
-    classifier = fit_classifier(pca.transform(features), training.labels)
-    manifest: dict = {
-        "trained_on": {"path": str(data_dir), "images": len(training.paths), "classes": len(set(training.labels))},
-        "pca_selection": {"min_explained_variance": min_explained_variance},
-        "per_class_limit": per_class,
-        "training_seconds": round(time.perf_counter() - started, 1),
-    }
-    version = new_version()
+    bundle = ModelBundle(new_version(), featurizer.id, pca, fit_classifier(pca.transform(features), training.labels))
+    training_seconds = time.perf_counter() - started
+    features_uri = None
     if save_features is not None:
         sources = [str(p) for p in training.paths]
-        manifest["training_features"] = save_features(version, features, training.labels, sources, featurizer.id)
-    bundle = ModelBundle(version, featurizer.id, pca, classifier, manifest)
+        features_uri = save_features(bundle.version, features, training.labels, sources, featurizer.id)
     test_dir = test_dir_beside(training_dir(data_dir))
-    if evaluate and test_dir is not None:
-        test = list_images(test_dir)
-        test_features = featurize_files(test.paths, featurizer, "featurize test images")
-        manifest["evaluation"] = {
-            "path": str(test_dir),
-            "images": len(test.paths),
-            "top1_accuracy": round(accuracy(bundle, test_features, test.labels), 5),
-        }
-    return bundle
+    scored = evaluate_test(bundle, featurizer, test_dir) if evaluate and test_dir is not None else None
+    manifest = Manifest.describe(
+        bundle,
+        trained_on=TrainedOn("local", str(data_dir), len(training.paths), len(set(training.labels)), per_class),
+        min_explained_variance=min_explained_variance,
+        training_seconds=training_seconds,
+        training_features=features_uri,
+        evaluation=scored,
+        evaluated_on=None if scored is None else str(test_dir),
+    )
+    return replace(bundle, manifest=manifest)
+
+
+def evaluate_test(bundle: ModelBundle, featurizer: Featurizer, test_dir: Path) -> Evaluation:
+    """The bundle's scores on the labelled images of ``test_dir`` (``<label>/*.jpg``)."""
+    test = list_images(test_dir)
+    return evaluate_bundle(bundle, featurize_files(test.paths, featurizer, "featurize test images"), test.labels)

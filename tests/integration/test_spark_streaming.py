@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from core import lake
 from core.avro import PHOTO_FEATURES, avro_type
 from core.featurizer import model_id
 from core.kafka import producer_config
+from core.manifest import Manifest, TrainedOn
 from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
@@ -158,8 +160,11 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     stats = PcaStats.empty(DIM)
     stats.add(train_x)
     pca = stats.fit(0.98)
-    store.save(ModelBundle(v0, featurizer_id, pca, fit_classifier(pca.transform(train_x), train_labels),
-                           {"training_features": training_uri}))  # fmt: skip
+    bundle = ModelBundle(v0, featurizer_id, pca, fit_classifier(pca.transform(train_x), train_labels))
+    trained_on = TrainedOn("local", "synthetic", len(train_labels), len(CLASSES))
+    store.save(replace(bundle, manifest=Manifest.describe(
+        bundle, trained_on=trained_on, min_explained_variance=0.98, training_seconds=0.0, training_features=training_uri,
+    )))  # fmt: skip
 
     labels = [CLASSES[i % len(CLASSES)] for i in range(N)]
     features = synthetic_features(rng, labels, centres)
@@ -193,11 +198,12 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         v1 = wait_for("a PCA published by the streaming job",
                       lambda: (v := store.current_version()) != v0 and v, JOB_START_TIMEOUT_S, job)  # fmt: skip
         manifest = store.load_manifest(v1)
-        assert manifest["trained_on"]["pca"]["source"] == "stream"
-        assert manifest["trained_on"]["pca"]["rows"] == half
-        assert manifest["training_features"] == training_uri
-        assert 0.98 <= manifest["pca"]["explained_variance"] <= 1.0
-        assert manifest["previous_version"] == v0
+        assert manifest.pca.stream.topic == settings.topic_features and manifest.pca.stream.rows == half
+        assert manifest.trained_on.engine == "streaming" and manifest.trained_on.source == training_uri
+        assert manifest.training_features == training_uri
+        assert 0.98 <= manifest.pca.explained_variance <= 1.0
+        assert manifest.parent_version == v0
+        assert manifest.evaluated_on == training_uri and manifest.evaluation.images == len(train_labels)
         wait_for("the first half in the lake", lambda: row_count(settings, lake.PREDICTIONS) >= half, 120, job)
 
         # Second half, with the job SIGKILLed in the middle of writing a micro-batch
@@ -240,7 +246,7 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     reduced = {row["photo_id"]: row for row in lake.read_table(settings, lake.REDUCED).to_pylist()}
     later = photo_ids[half:]
     assert {reduced[p]["pca_version"] for p in later} == {v1}, "reduce did not switch to the streamed PCA"
-    assert {len(reduced[p]["features"]) for p in later} == {manifest["pca"]["k"]}
+    assert {len(reduced[p]["features"]) for p in later} == {manifest.pca.k}
 
     predictions = {row["photo_id"]: row for row in lake.read_table(settings, lake.PREDICTIONS).to_pylist()}
     assert {predictions[p]["model_versions"]["classifier_version"] for p in later} == {v1}
@@ -249,7 +255,7 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     keys = [o["Key"] for o in client.list_objects_v2(
         Bucket=settings.lake_bucket, Prefix=lake.lake_key(settings, lake.PREDICTIONS) + "/")["Contents"]]  # fmt: skip
     assert any("/label=Kiwi 1/" in key for key in keys), keys[:5]
-    assert store.load_manifest(v2)["trained_on"]["pca"]["rows"] == N
+    assert store.load_manifest(v2).pca.stream.rows == N
     # The driver's metrics: progress of every query, rows written, the PCA it published.
     for query in ("lake-features", "lake-reduced", "lake-predictions"):
         assert f'fruits_spark_batch_duration_seconds_count{{query="{query}"}}' in driver_metrics, query
@@ -257,6 +263,6 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     assert {table for table, value in written if float(value) > 0} == {"features", "reduced", "predictions"}, written
     assert f'fruits_model_info{{kind="pca",stage="spark",version="{v2}"}} 1.0' in driver_metrics
     explained = re.search(r"^fruits_pca_explained_variance_ratio (\S+)$", driver_metrics, re.M)
-    assert explained and float(explained.group(1)) == pytest.approx(store.load_manifest(v2)["pca"]["explained_variance"])
+    assert explained and float(explained.group(1)) == pytest.approx(store.load_manifest(v2).pca.explained_variance)
     # The killed micro-batch was not committed: the restarted job ran it again.
     assert job.log().count(f"{settings.topic_features}: batch 1: started") == 2, job.log()[-4000:]

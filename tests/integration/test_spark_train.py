@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from core import lake
+from core.evaluation import evaluate
 from core.featurizer import Featurizer
 from core.model import ModelStore
 from core.s3 import s3_client
@@ -59,27 +60,33 @@ def test_spark_trainer_uploads_featurizes_like_the_services_and_makes_a_bundle(s
 
     assert set(bundle.classifier.labels) == set(CLASSES)
     manifest = bundle.manifest
-    assert manifest["engine"]["name"] == "spark" and manifest["trained_on"]["images"] == 8 * len(CLASSES)
-    assert manifest["evaluation"]["images"] == 3 * len(CLASSES)
-    assert manifest["evaluation"]["top1_accuracy"] >= 0.9
+    assert manifest.trained_on.engine == "spark" and manifest.trained_on.images == 8 * len(CLASSES)
+    assert manifest.evaluated_on == lake.lake_uri(settings, "images", "Test")
+    assert manifest.evaluation.images == 3 * len(CLASSES)
+    assert manifest.evaluation.top1_accuracy >= 0.9
     assert 0.98 <= bundle.pca.explained_variance_ratio.sum() <= 1.0
 
     # The labelled features in the lake are the local featurizer's, bit for bit or nearly.
     table = lake.read_table(settings, lake.TRAINING_FEATURES).to_pylist()
     assert {row["version"] for row in table} == {bundle.version} and len(table) == 8 * len(CLASSES)
-    assert manifest["training_features"] == lake.training_features_uri(settings, bundle.version)
+    assert manifest.training_features == lake.training_features_uri(settings, bundle.version)
     by_image = {(row["label"], row["source"].rsplit("/", 1)[1]): np.asarray(row["features"]) for row in table}
     local_paths = sorted((small_dataset / "Training").glob("*/*"))
     local = featurize_files(local_paths, Featurizer(settings.featurizer_path), "featurize locally")
     spark_features = np.stack([by_image[path.parent.name, path.name] for path in local_paths])
     np.testing.assert_allclose(spark_features, local, atol=1e-4)
 
+    # The executors' evaluation is the one the local trainer makes on the same Test images.
+    test_paths = sorted((small_dataset / "Test").glob("*/*"))
+    test_local = featurize_files(test_paths, Featurizer(settings.featurizer_path), "featurize Test locally")
+    assert manifest.evaluation == evaluate(bundle, test_local, [path.parent.name for path in test_paths])
+
     # Same bundle format: it saves and loads like the local trainer's.
     store = ModelStore(s3_client(settings), settings.model_bucket)
     store.save(bundle, make_current=False)
     loaded = store.load(bundle.version)
     np.testing.assert_array_equal(loaded.pca.components, bundle.pca.components)
-    assert loaded.manifest["training_features"] == manifest["training_features"]
+    assert loaded.manifest == manifest
 
     # Uploading again sends nothing: the images are there already.
     from spark.train_job import upload_split

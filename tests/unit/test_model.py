@@ -1,7 +1,13 @@
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from core.model import Classifier, PcaStats
+from core.evaluation import Evaluation, evaluate
+from core.manifest import BUNDLE_FORMAT, Manifest, PcaStream, TrainedOn
+from core.model import Classifier, ModelBundle, ModelStore, Pca, PcaStats
+from tests.unit.fakes import MemoryS3
 
 
 def data(n=400, d=12, seed=0):
@@ -56,3 +62,143 @@ def test_classifier_softmax():
     p = clf.predict_proba(np.array([[3.0, 1.0], [0.0, 0.0]]))
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
     assert p[0, 0] > p[0, 1] and p[1, 0] == pytest.approx(0.5)
+
+
+# --- Evaluation ---------------------------------------------------------------------------------
+
+
+def identity_bundle(classes: int = 6, version: str = "20240501T120000Z-abcdef") -> ModelBundle:
+    """PCA = identity and logits = the input: feature j is the score of class c<j>."""
+    pca = Pca(np.zeros(classes, np.float32), np.eye(classes, dtype=np.float32), np.full(classes, 1 / classes))
+    labels = tuple(f"c{j}" for j in range(classes))
+    return ModelBundle(version, "model@abc", pca, Classifier(labels, np.eye(classes, dtype=np.float32),
+                                                             np.zeros(classes, np.float32)))  # fmt: skip
+
+
+def ranked_row(order: list[int], classes: int = 6) -> np.ndarray:
+    """Scores putting class order[0] first, order[1] second, ..."""
+    row = np.zeros(classes, np.float32)
+    for rank, j in enumerate(order):
+        row[j] = classes - rank
+    return row
+
+
+def test_evaluate_counts_top1_and_top5():
+    bundle = identity_bundle()
+    features = np.stack([
+        ranked_row([0, 1, 2, 3, 4, 5]),  # c0: first
+        ranked_row([1, 2, 0, 3, 4, 5]),  # c0: third, in the top 5
+        ranked_row([1, 2, 3, 4, 5, 0]),  # c0: sixth, not in the top 5
+        ranked_row([3, 0, 1, 2, 4, 5]),  # "unknown": never right
+    ])  # fmt: skip
+    labels = ["c0", "c0", "c0", "unknown"]
+    scores = evaluate(bundle, features, labels)
+    assert scores == Evaluation(images=4, top1_correct=1, top5_correct=2)
+    assert scores.top1_accuracy == 0.25 and scores.top5_accuracy == 0.5
+    # Counts merge exactly (the Spark trainer scores each partition and adds them up).
+    assert evaluate(bundle, features[:1], labels[:1]).merge(evaluate(bundle, features[1:], labels[1:])) == scores
+    assert scores.to_dict() == {"images": 4, "top1_correct": 1, "top5_correct": 2,
+                                "top1_accuracy": 0.25, "top5_accuracy": 0.5}  # fmt: skip
+    assert Evaluation.from_dict(scores.to_dict()) == scores
+
+
+def test_evaluate_with_fewer_classes_than_k_and_without_images():
+    bundle = identity_bundle(classes=3)
+    scores = evaluate(bundle, np.stack([ranked_row([2, 1, 0], 3)]), ["c0"])
+    assert scores == Evaluation(1, 0, 1)  # top-5 of 3 classes: every class
+    empty = evaluate(bundle, np.zeros((0, 3)), [])
+    assert empty == Evaluation() and empty.to_dict()["top1_accuracy"] is None
+    with pytest.raises(ValueError, match="2 feature vectors but 1 labels"):
+        evaluate(bundle, np.zeros((2, 3)), ["c0"])
+
+
+# --- Manifest -----------------------------------------------------------------------------------
+
+
+def described(bundle: ModelBundle, **extra) -> ModelBundle:
+    manifest = Manifest.describe(
+        bundle, trained_on=TrainedOn("local", "data/Training", 12, 6, per_class_limit=2),
+        min_explained_variance=0.98, training_seconds=3.21, **extra,
+    )  # fmt: skip
+    return replace(bundle, manifest=manifest)
+
+
+def test_manifest_round_trips_through_json():
+    bundle = identity_bundle()
+    scores = Evaluation(10, 9, 10)
+    manifest = described(
+        bundle, training_features="s3://lake/training_features/version=v", evaluation=scores,
+        evaluated_on="data/Test", parent_version="v0", pca_stream=PcaStream("photo-features", 500, 7),
+    ).manifest  # fmt: skip
+    assert Manifest.from_json(manifest.to_json()) == manifest
+    data = json.loads(manifest.to_json())
+    assert data["format"] == BUNDLE_FORMAT and data["created_at"].endswith("Z")
+    assert data["pca"] == {"k": 6, "input_dim": 6, "explained_variance": pytest.approx(1.0),
+                           "min_explained_variance": 0.98,
+                           "stream": {"topic": "photo-features", "rows": 500, "through_batch_id": 7}}  # fmt: skip
+    assert data["classifier"] == {"type": "multinomial_logistic_regression", "classes": 6}
+    assert data["evaluation"]["top1_accuracy"] == 0.9 and data["training_seconds"] == 3.2
+    # A later release's optional fields are ignored, not fatal.
+    assert Manifest.from_dict(data | {"something_new": 1}) == manifest
+
+
+def test_the_format_is_not_overridable():
+    bundle = described(identity_bundle())
+    with pytest.raises(TypeError):
+        replace(bundle.manifest, format=99)  # not a field: nothing can carry another format
+    store = ModelStore(MemoryS3(), "models")
+    store.save(bundle)
+    key = "models", f"bundles/{bundle.version}/manifest.json"
+    assert json.loads(store.client.objects[key])["format"] == BUNDLE_FORMAT
+    assert store.load(bundle.version).manifest == bundle.manifest
+    for other in (99, None, True):
+        store.client.objects[key] = json.dumps(bundle.manifest.to_dict() | {"format": other}).encode()
+        with pytest.raises(ValueError, match=f"bundle {bundle.version}: manifest format {other!r}"):
+            store.load(bundle.version)
+
+
+def test_save_needs_a_manifest_that_describes_the_bundle():
+    bundle = identity_bundle()
+    with pytest.raises(ValueError, match="no manifest"):
+        ModelStore(MemoryS3(), "models").save(bundle)
+    other = described(identity_bundle(classes=4)).manifest
+    with pytest.raises(ValueError, match="the manifest describes"):
+        replace(bundle, manifest=other)
+    with pytest.raises(ValueError, match="unknown training engine"):
+        TrainedOn("laptop", "data", 1, 1)
+    with pytest.raises(ValueError, match="go together"):
+        described(bundle, evaluation=Evaluation(1, 1, 1))
+
+
+FORMAT_1 = {
+    "format": 1, "version": "20240501T120000Z-abcdef", "featurizer_id": "model@abc",
+    "pca": {"k": 6, "input_dim": 6, "explained_variance": 1.0},
+    "classifier": {"type": "multinomial_logistic_regression", "classes": 6},
+    "pca_selection": {"min_explained_variance": 0.98}, "per_class_limit": None, "training_seconds": 4.0,
+    "trained_on": {"path": "data", "images": 12, "classes": 6},
+    "evaluation": {"path": "data/Test", "images": 6, "top1_accuracy": 1.0},
+}  # fmt: skip
+
+
+def test_reads_the_three_shapes_of_format_1():
+    local = Manifest.from_dict(FORMAT_1 | {"training_features": "s3://lake/tf"})
+    assert local.trained_on == TrainedOn("local", "data", 12, 6)
+    assert local.created_at == "2024-05-01T12:00:00Z" and local.training_features == "s3://lake/tf"
+    assert local.evaluation is None and local.pca.min_explained_variance == 0.98  # format 1 had no top-5
+    spark = Manifest.from_dict(FORMAT_1 | {"engine": {"name": "spark", "spark": "3.5.1", "master": "local[2]"}})
+    assert spark.trained_on.engine == "spark"
+    streamed = Manifest.from_dict(FORMAT_1 | {
+        "trained_on": {"pca": {"source": "stream", "topic": "photo-features", "rows": 60, "through_batch_id": 9},
+                       "classifier": {"path": "s3://lake/tf", "images": 12, "classes": 6}},
+        "training_accuracy": 1.0, "previous_version": "v0",
+    })  # fmt: skip
+    assert streamed.trained_on == TrainedOn("streaming", "s3://lake/tf", 12, 6)
+    assert streamed.pca.stream == PcaStream("photo-features", 60, 9) and streamed.parent_version == "v0"
+    # A format-1 bundle in the store still loads (its files are the same).
+    store = ModelStore(MemoryS3(), "models")
+    bundle = described(identity_bundle())
+    store.save(bundle)
+    store.client.objects["models", f"bundles/{bundle.version}/manifest.json"] = json.dumps(FORMAT_1).encode()
+    assert store.load(bundle.version).manifest == Manifest.from_dict(FORMAT_1)
+    with pytest.raises(ValueError, match="malformed format-1 manifest"):
+        Manifest.from_dict({k: v for k, v in FORMAT_1.items() if k != "pca_selection"})

@@ -3,16 +3,16 @@ is not counted twice), refit triggers, and the pairing policy of the publisher."
 
 from __future__ import annotations
 
-import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from botocore.exceptions import ClientError
 
-from core.model import ModelBundle, ModelStore, PcaStats
+from core.evaluation import evaluate
+from core.manifest import BUNDLE_FORMAT, Manifest, PcaStream, TrainedOn
+from core.model import ModelBundle, ModelStore, PcaStats, fit_classifier
 from core.settings import Settings
-from core.model import fit_classifier
 from spark.pca_update import (
     LabelledFeatures,
     PcaPublisher,
@@ -22,6 +22,7 @@ from spark.pca_update import (
     advance,
     publish_reason,
 )
+from tests.unit.fakes import MemoryS3
 
 DIM = 8
 FEATURIZER = "featurizer@abc"
@@ -42,21 +43,6 @@ class MemoryFiles:
 
     def delete(self, name: str) -> None:
         del self.files[name]
-
-
-class MemoryS3:
-    """The two calls ModelStore makes, on a dict."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], bytes] = {}
-
-    def put_object(self, Bucket: str, Key: str, Body: bytes, **_: object) -> None:
-        self.objects[Bucket, Key] = Body
-
-    def get_object(self, Bucket: str, Key: str) -> dict:
-        if (Bucket, Key) not in self.objects:
-            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
-        return {"Body": io.BytesIO(self.objects[Bucket, Key])}
 
 
 class NumpyBatchStats:
@@ -167,14 +153,18 @@ def labelled(seed: int = 1) -> LabelledFeatures:
     return LabelledFeatures("s3://lake/training_features/version=v0", FEATURIZER, x.astype(np.float32), labels)
 
 
-def store_with_current(manifest_extra: dict) -> ModelStore:
+def store_with_current(training_features: str | None) -> ModelStore:
     store = ModelStore(MemoryS3(), "models")
     training = labelled()
     stats = PcaStats.empty(DIM)
     stats.add(training.features)
     pca = stats.fit(0.98)
-    classifier = fit_classifier(pca.transform(training.features), training.labels)
-    store.save(ModelBundle("v0", FEATURIZER, pca, classifier, manifest_extra))
+    bundle = ModelBundle("v0", FEATURIZER, pca, fit_classifier(pca.transform(training.features), training.labels))
+    manifest = Manifest.describe(
+        bundle, trained_on=TrainedOn("local", "data/Training", 60, 2, per_class_limit=30), min_explained_variance=0.98,
+        training_seconds=1.0, training_features=training_features,
+    )  # fmt: skip
+    store.save(replace(bundle, manifest=manifest))
     return store
 
 
@@ -186,15 +176,19 @@ def streamed_state() -> PcaState:
 
 def test_publishes_the_new_pca_with_a_classifier_trained_for_it():
     training = labelled()
-    store = store_with_current({"training_features": training.uri})
+    store = store_with_current(training.uri)
     version = PcaPublisher(Settings(), store, lambda uri: training).publish(streamed_state())
     assert version is not None and store.current_version() == version
     bundle = store.load(version)
-    manifest = json.loads(store.client.objects["models", f"bundles/{version}/manifest.json"])
-    assert manifest["training_features"] == training.uri and manifest["previous_version"] == "v0"
-    assert manifest["trained_on"]["pca"] == {"source": "stream", "topic": Settings().topic_features, "rows": 60,
-                                             "through_batch_id": 9}  # fmt: skip
-    assert 0.98 <= manifest["pca"]["explained_variance"] <= 1.0
+    manifest = bundle.manifest
+    assert json.loads(store.client.objects["models", f"bundles/{version}/manifest.json"])["format"] == BUNDLE_FORMAT
+    assert manifest.training_features == training.uri and manifest.parent_version == "v0"
+    assert manifest.pca.stream == PcaStream(Settings().topic_features, rows=60, through_batch_id=9)
+    assert manifest.trained_on == TrainedOn("streaming", training.uri, 60, 2, per_class_limit=30)
+    assert 0.98 <= manifest.pca.explained_variance <= 1.0 and manifest.pca.min_explained_variance == 0.98
+    # Scored with the one evaluate(), on its training features (a refit has no held-out set).
+    assert manifest.evaluated_on == training.uri
+    assert manifest.evaluation == evaluate(bundle, training.features, training.labels)
     assert bundle.classifier.coef.shape[1] == bundle.pca.k  # trained on this PCA's projections
     projected = bundle.pca.transform(training.features)
     predicted = np.asarray(bundle.classifier.labels)[bundle.classifier.predict_proba(projected).argmax(axis=1)]
@@ -202,7 +196,7 @@ def test_publishes_the_new_pca_with_a_classifier_trained_for_it():
 
 
 def test_publishes_nothing_without_labelled_features(caplog):
-    store = store_with_current({})
+    store = store_with_current(None)
     with caplog.at_level("WARNING"):
         assert PcaPublisher(Settings(), store, lambda uri: pytest.fail("nothing to read")).publish(streamed_state()) is None
     assert store.current_version() == "v0"
@@ -212,7 +206,7 @@ def test_publishes_nothing_without_labelled_features(caplog):
 def test_publishes_nothing_for_another_featurizer(caplog):
     training = labelled()
     other = LabelledFeatures(training.uri, "other@123", training.features, training.labels)
-    store = store_with_current({"training_features": training.uri})
+    store = store_with_current(training.uri)
     with caplog.at_level("WARNING"):
         assert PcaPublisher(Settings(), store, lambda uri: other).publish(streamed_state()) is None
     assert store.current_version() == "v0" and "featurizer other@123" in caplog.text
