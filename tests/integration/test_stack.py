@@ -168,3 +168,31 @@ def test_status_shows_the_running_servers(stack: Settings) -> None:
     ).stdout
     assert str(stack.state_dir) in status
     assert "not running" not in status
+
+
+def _stack_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.stack", *args],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
+        timeout=120,
+    )
+
+
+def test_provision_creates_only_what_is_missing_and_starts_nothing(stack: Settings) -> None:
+    provisioned = _stack_command("provision")
+    assert provisioned.returncode == 0, provisioned.stderr
+    assert "topics created: none (all exist)" in provisioned.stdout
+    assert "buckets created: none (all exist)" in provisioned.stdout
+    assert "starting" not in provisioned.stdout
+
+
+def test_provision_refuses_a_topology_the_cluster_cannot_hold(stack: Settings) -> None:
+    topic = f"test.stack.refused.{uuid.uuid4().hex[:8]}"
+    refused = _stack_command("provision", FRUITS_TOPIC_PHOTOS=topic, FRUITS_TOPIC_REPLICATION_FACTOR="9")
+    assert refused.returncode == 1
+    assert "FRUITS_TOPIC_REPLICATION_FACTOR=9" in refused.stderr and "broker" in refused.stderr
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    assert topic not in admin.list_topics(timeout=10).topics
