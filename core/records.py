@@ -14,7 +14,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar, TypeVar
@@ -150,6 +150,11 @@ class Prediction(Record):
     confidence: float
     top5: list[ScoredLabel]
     model_versions: ModelVersions
+    fruit_type: str | None = None
+    """None only in predictions written with schema v1 (before fruit types)."""
+    type_confidence: float | None = None
+    top5_types: list[ScoredLabel] = field(default_factory=list)
+    unsure: bool = False
     fruit: FruitInfo | None = None
 
 
@@ -195,21 +200,21 @@ def photo_id_of(record: Record) -> str | None:
 
 def _to_avro(value: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in fields(value):
-        item = getattr(value, field.name)
+    for spec in fields(value):
+        item = getattr(value, spec.name)
         if isinstance(item, PhotoRef):
             out.update(_shallow(item))
         elif dataclasses.is_dataclass(item):
-            out[field.name] = _to_avro(item)
+            out[spec.name] = _to_avro(item)
         elif isinstance(item, list) and item and dataclasses.is_dataclass(item[0]):
-            out[field.name] = [_to_avro(element) for element in item]
+            out[spec.name] = [_to_avro(element) for element in item]
         else:
-            out[field.name] = item
+            out[spec.name] = item
     return out
 
 
 def _shallow(value: Any) -> dict[str, Any]:
-    return {field.name: getattr(value, field.name) for field in fields(value)}
+    return {spec.name: getattr(value, spec.name) for spec in fields(value)}
 
 
 @cache
@@ -218,13 +223,13 @@ def _decoder(cls: type) -> Callable[[dict[str, Any]], Any]:
     hints = typing.get_type_hints(cls)
     convert: dict[str, Callable[[Any], Any] | None] = {}
     embedded: list[str] = []
-    for field in fields(cls):
-        hint = hints[field.name]
+    for spec in fields(cls):
+        hint = hints[spec.name]
         if hint is PhotoRef:
-            embedded.append(field.name)
+            embedded.append(spec.name)
         else:
-            convert[field.name] = _converter(hint)
-    ref_names = [field.name for field in fields(PhotoRef)]
+            convert[spec.name] = _converter(hint)
+    ref_names = [spec.name for spec in fields(PhotoRef)]
 
     def decode(data: dict[str, Any]) -> Any:
         kwargs = {name: (data[name] if fn is None else fn(data[name])) for name, fn in convert.items()}

@@ -18,7 +18,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.avro.functions import from_avro
 
-from core.avro import HEADER_SIZE, MARKER, SCHEMA_DIR, avro_type
+from core.avro import HEADER_SIZE, HISTORY_DIR, MARKER, SCHEMA_DIR, avro_type, load_schema_file, single_object_header
 from core.errors import Reason
 from core.model import PcaStats
 
@@ -32,37 +32,49 @@ def avro_schema_json(type_name: str) -> str:
     return (SCHEMA_DIR / f"{type_name}.avsc").read_text()
 
 
-def _error_class(value: Column, header: bytes, record: Column) -> Column:
+def _error_class(value: Column, headers: list[bytes], record: Column) -> Column:
+    known = F.substring(value, 1, HEADER_SIZE).isin([bytearray(header) for header in headers])
     return (
         F.when(value.isNull() | (F.length(value) == 0), F.lit(Reason.EMPTY_RECORD.value))
         .when(F.substring(value, 1, len(MARKER)) != F.lit(bytearray(MARKER)), F.lit(Reason.NOT_AVRO_SINGLE_OBJECT.value))
-        .when(F.substring(value, 1, HEADER_SIZE) != F.lit(bytearray(header)), F.lit(Reason.FOREIGN_SCHEMA.value))
+        .when(~known, F.lit(Reason.FOREIGN_SCHEMA.value))
         .when(record.isNull(), F.lit(Reason.CORRUPT_AVRO.value))
     )
+
+
+def _decoded_record(value: Column, type_name: str) -> Column:
+    """The record as the current schema's struct, whichever accepted version wrote it: an
+    earlier one (``schemas/history/``) is read through Avro resolution (``avroSchema``), as
+    the services read it."""
+    current = avro_schema_json(type_name)
+    body = F.expr(f"substring(value, {HEADER_SIZE + 1}, length(value) - {HEADER_SIZE})")
+    header = F.substring(value, 1, HEADER_SIZE)
+    # PERMISSIVE: a corrupt body gives null instead of failing the batch.
+    record = F.when(header == F.lit(bytearray(avro_type(type_name).header)), from_avro(body, current, {"mode": "PERMISSIVE"}))
+    for path in sorted(HISTORY_DIR.glob(f"{type_name}.v*.avsc")):
+        earlier_header = single_object_header(load_schema_file(path))
+        options = {"mode": "PERMISSIVE", "avroSchema": current}
+        record = record.when(header == F.lit(bytearray(earlier_header)), from_avro(body, path.read_text(), options))
+    return record
 
 
 def decode_kafka(kafka: DataFrame, type_name: str) -> DataFrame:
     """Kafka source rows → the record's fields, the Kafka coordinates (``KAFKA_COLUMNS``),
     the raw ``key``/``value``/``topic`` and ``error_class`` (null when the record decoded)."""
-    header = avro_type(type_name).header
+    avro = avro_type(type_name)
     value = F.col("value")
-    body = F.expr(f"substring(value, {HEADER_SIZE + 1}, length(value) - {HEADER_SIZE})")
-    # PERMISSIVE: a corrupt body gives null instead of failing the batch.
-    record = F.when(
-        F.substring(value, 1, HEADER_SIZE) == F.lit(bytearray(header)),
-        from_avro(body, avro_schema_json(type_name), {"mode": "PERMISSIVE"}),
-    )
     decoded = kafka.select(
         "key", "value", "topic",
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-        record.alias("record"),
+        _decoded_record(value, type_name).alias("record"),
     )  # fmt: skip
     # from_avro in PERMISSIVE mode yields a struct of nulls for a corrupt body: the
     # required first field (photo_id) is null only then.
-    first_field = avro_type(type_name).schema["fields"][0]["name"]
-    return decoded.withColumn(ERROR, _error_class(value, header, F.col(f"record.{first_field}")))
+    first_field = avro.schema["fields"][0]["name"]
+    headers = [avro.header, *avro.earlier_writers]
+    return decoded.withColumn(ERROR, _error_class(value, headers, F.col(f"record.{first_field}")))
 
 
 def lake_rows(decoded: DataFrame) -> DataFrame:

@@ -4,6 +4,7 @@ batch PCA of the same features."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -67,6 +68,31 @@ def test_decode_splits_good_records_from_each_kind_of_bad_one(spark):
     rejected = transforms.rejected_rows(decoded).orderBy("kafka_offset").collect()
     assert [r["kafka_offset"] for r in rejected] == [1, 2, 3, 4]
     assert bytes(rejected[2]["value"]) == foreign and rejected[2]["topic"] == "fruits.features"
+
+
+def test_a_prediction_of_the_earlier_schema_decodes_to_the_current_columns(spark):
+    """The lake job accepts both Prediction versions, like the services (schemas/history/)."""
+    from fastavro import schemaless_writer
+
+    from core.avro import HISTORY_DIR, PREDICTION, load_schema_file, single_object_header
+    from core.records import ModelVersions, PhotoRef, Prediction, ScoredLabel, encode_record
+
+    v1 = load_schema_file(HISTORY_DIR / "Prediction.v1.avsc")
+    old = {"photo_id": "old", "user_id": "u", "captured_at": WHEN, "received_at": WHEN, "predicted_at": WHEN,
+           "region": "eu", "original_uri": "s3://b/k", "label": "Kiwi 1", "confidence": 0.5,
+           "top5": [{"label": "Kiwi 1", "confidence": 0.5}],
+           "model_versions": {"featurizer_id": "f", "pca_version": "v", "classifier_version": "v"}, "fruit": None}
+    written = io.BytesIO()
+    written.write(single_object_header(v1))
+    schemaless_writer(written, v1, old)
+    new = Prediction(PhotoRef("new", "u", WHEN, WHEN, "eu", "s3://b/n"), WHEN, "Kiwi 1", 0.9,
+                     [ScoredLabel("Kiwi 1", 0.9)], ModelVersions("f", "v", "v"), fruit_type="kiwi",
+                     type_confidence=0.9, top5_types=[ScoredLabel("kiwi", 0.9)], unsure=False)
+    decoded = transforms.decode_kafka(kafka_rows(spark, [written.getvalue(), encode_record(new)]), PREDICTION)
+    rows = {row["photo_id"]: row for row in transforms.lake_rows(decoded).collect()}
+    assert set(rows) == {"old", "new"}, decoded.select(transforms.ERROR).collect()
+    assert rows["old"]["fruit_type"] is None and rows["old"]["unsure"] is False and rows["old"]["top5_types"] == []
+    assert rows["new"]["fruit_type"] == "kiwi" and rows["new"]["top5_types"][0]["label"] == "kiwi"
 
 
 def test_a_replayed_batch_overwrites_its_own_partitions(spark, tmp_path: Path):

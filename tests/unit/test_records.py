@@ -17,7 +17,7 @@ from core.records import (
 
 T0 = datetime(2026, 5, 6, 7, 8, 9, 123000, tzinfo=timezone.utc)
 REF = PhotoRef("p1", "u1", T0, T0, "eu", "s3://fruits-photos-eu/originals/2026/05/06/p1.jpg")
-PRIMITIVES = {str: "string", bytes: "bytes", float: ("float", "double"), int: ("int", "long")}
+PRIMITIVES = {str: "string", bytes: "bytes", bool: "boolean", float: ("float", "double"), int: ("int", "long")}
 
 
 def avro_fields(cls) -> list[tuple[str, typing.Any, bool, typing.Any]]:
@@ -28,8 +28,12 @@ def avro_fields(cls) -> list[tuple[str, typing.Any, bool, typing.Any]]:
         if hints[field.name] is PhotoRef:
             out += avro_fields(PhotoRef)
         else:
-            has_default = field.default is not dataclasses.MISSING
-            out.append((field.name, hints[field.name], has_default, field.default if has_default else None))
+            if field.default is not dataclasses.MISSING:
+                out.append((field.name, hints[field.name], True, field.default))
+            elif field.default_factory is not dataclasses.MISSING:
+                out.append((field.name, hints[field.name], True, field.default_factory()))
+            else:
+                out.append((field.name, hints[field.name], False, None))
     return out
 
 
@@ -39,6 +43,8 @@ def check_type(hint, avro, where):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         assert typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1, f"{where}: not optional"
         check_type(args[0], avro[1], where)
+    elif isinstance(avro, str) and avro[0].isupper():  # a named type defined earlier in the schema
+        assert dataclasses.is_dataclass(hint) and hint.__name__ == avro, where
     elif isinstance(avro, dict) and avro.get("logicalType") == "timestamp-millis":
         assert hint is datetime, where
     elif isinstance(avro, dict) and avro["type"] == "array":
@@ -91,6 +97,8 @@ def test_round_trips_with_nested_and_embedded_records():
         photo=REF, predicted_at=T0, label="Banana 1", confidence=0.75,
         top5=[ScoredLabel("Banana 1", 0.75), ScoredLabel("Plum 1", 0.25)],
         model_versions=ModelVersions("m@1", "v1", "v1"),
+        fruit_type="banana", type_confidence=0.75, top5_types=[ScoredLabel("banana", 0.75), ScoredLabel("plum", 0.25)],
+        unsure=False,
         fruit=FruitInfo("Banana", NutritionPer100g(energy_kcal=89.0), "Keep at room temperature.", ["USDA"]),
     )
     wire = prediction.to_avro()
@@ -104,3 +112,24 @@ def test_decoding_the_wrong_type_is_a_record_error():
     letter = DeadLetter("t", 0, 1, "ingest", "bad_event", "msg", T0)
     with pytest.raises(RecordError):
         decode_record(IngestedPhoto, encode_record(letter))
+
+
+def test_a_v1_prediction_reads_with_the_current_type():
+    """Predictions written before fruit types (schemas/history/Prediction.v1.avsc) still decode."""
+    import io
+
+    from fastavro import schemaless_writer
+
+    from core.avro import HISTORY_DIR, load_schema_file, single_object_header
+
+    v1 = load_schema_file(HISTORY_DIR / "Prediction.v1.avsc")
+    old = {"photo_id": "p1", "user_id": "u1", "captured_at": T0, "received_at": T0, "predicted_at": T0,
+           "region": "eu", "original_uri": "s3://b/k", "label": "Kiwi 1", "confidence": 0.5,
+           "top5": [{"label": "Kiwi 1", "confidence": 0.5}],
+           "model_versions": {"featurizer_id": "f", "pca_version": "v", "classifier_version": "v"}, "fruit": None}
+    out = io.BytesIO()
+    out.write(single_object_header(v1))
+    schemaless_writer(out, v1, old)
+    prediction = decode_record(Prediction, out.getvalue())
+    assert prediction.label == "Kiwi 1" and prediction.fruit_type is None
+    assert prediction.top5_types == [] and prediction.unsure is False
