@@ -17,7 +17,7 @@ from pathlib import Path
 
 from core.settings import get_settings
 from tools.stack.prometheus_server import CONFIG, DEFAULT_PORT, down, up
-from tools.stack.supervisor import StackError
+from tools.stack.supervisor import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop it")
     args = parser.parse_args(argv)
     settings = get_settings()
-    try:
-        if args.command == "up":
-            up(settings, args.port, args.config)
-        else:
-            down(settings)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    if args.command == "up":
+        return run_command(lambda: up(settings, args.port, args.config))
+    return run_command(lambda: down(settings))
 
 
 if __name__ == "__main__":

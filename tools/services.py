@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pydantic import TypeAdapter
 from core.kafka import READY_MESSAGE
 from core.metrics import STAGE_PORTS
 from core.settings import PIPELINE_SERVICES
-
+from tools.stack.supervisor import busy_ports
 
 
 @dataclass
@@ -46,7 +45,7 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
     child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     # Parsed as Settings parses it, without reading the rest of the environment.
     metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
-    if metrics_enabled and _port_busy(port):  # else wait_ready would take another process's /metrics for ours
+    if metrics_enabled and busy_ports([port]):  # else wait_ready would take another process's /metrics for ours
         raise RuntimeError(f"{name}: metrics port {port} on 127.0.0.1 is in use by another process")
     with log_path.open("ab") as log:
         start = log.tell()
@@ -56,21 +55,11 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
     return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start)
 
 
-def _port_busy(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
-
-
 def free_port_offset(first: int, step: int = 100, tries: int = 50) -> int:
     """The first offset from ``first`` (by ``step``) at which all the services' metrics
     ports are free: for runs beside a demo (offset 0) or other tests."""
     for offset in range(first, first + step * tries, step):
-        if not any(_port_busy(port + offset) for port in STAGE_PORTS.values()):
+        if not busy_ports(port + offset for port in STAGE_PORTS.values()):
             return offset
     raise RuntimeError(f"no free metrics port offset from {first}")
 

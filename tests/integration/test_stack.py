@@ -15,8 +15,8 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from core.settings import PROJECT_ROOT, Settings
 from core.limits import size_limits
+from core.settings import PROJECT_ROOT, Settings
 from tools.provision import HOUR_MS, TopologyError, ensure_buckets, ensure_topics
 from tools.stack import kafka_server
 from tools.stack.supervisor import our_pid
@@ -178,6 +178,7 @@ def _stack_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         cwd=PROJECT_ROOT,
         env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **env},
         timeout=120,
+        check=False,
     )
 
 

@@ -12,7 +12,6 @@ from core.settings import Settings
 from tools.provision import HOUR_MS, TopologyError, plan_topics, single_broker, topic_specs
 
 
-
 @pytest.fixture(autouse=True)
 def no_fruits_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """The defaults, whatever the shell (or an integration session fixture) exported."""

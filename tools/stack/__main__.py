@@ -27,7 +27,7 @@ import sys
 from core.settings import get_settings
 from tools.provision import ProvisionError
 from tools.stack import print_status, provision_servers, start_stack, stop_stack
-from tools.stack.supervisor import StackError
+from tools.stack.supervisor import StackError, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,19 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("provision", help="create the missing topics and buckets on the configured servers")
     args = parser.parse_args(argv)
     settings = get_settings()
-    try:
-        if args.command == "up":
-            start_stack(settings)
-        elif args.command == "down":
-            stop_stack(settings, purge=args.purge)
-        elif args.command == "provision":
-            provision_servers(settings)
-        else:
-            print_status(settings)
-    except (StackError, ProvisionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    commands = {
+        "up": lambda: start_stack(settings),
+        "down": lambda: stop_stack(settings, purge=args.purge),
+        "provision": lambda: provision_servers(settings),
+        "status": lambda: print_status(settings),
+    }
+    return run_command(commands[args.command], errors=(StackError, ProvisionError))
 
 
 if __name__ == "__main__":

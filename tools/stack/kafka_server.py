@@ -59,6 +59,7 @@ def start(settings: Settings) -> int:
             [java, *jvm, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)],
             capture_output=True,
             text=True,
+            check=False,
         )
         if fmt.returncode != 0:
             raise StackError(f"kafka: formatting {home / 'data'} failed:\n{fmt.stdout}{fmt.stderr}")
@@ -112,7 +113,7 @@ def fetch_jars() -> None:
     began = time.monotonic()
     shutil.rmtree(JARS, ignore_errors=True)
     cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies", f"-DoutputDirectory={JARS}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise StackError(f"kafka: `{' '.join(cmd)}` failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     stamp.write_text(digest)

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,6 +33,17 @@ Problem = Callable[[Settings], "str | None"]
 
 class StackError(RuntimeError):
     """A server could not be started, reached or stopped; the message says where to look."""
+
+
+def run_command(action: Callable[[], object], errors: tuple[type[Exception], ...] = (StackError,)) -> int:
+    """Exit status of a command line: 0, or 1 once ``action`` failed with one of ``errors``
+    (printed as one line, no traceback: the message says what to do)."""
+    try:
+        action()
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # --- Files -----------------------------------------------------------------------------------
