@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip check
 	touch $@
 
-lock:  ## refresh $(LOCK): the newest versions pyproject.toml allows, with hashes (`make setup` installs them)
+lock:  ## refresh requirements/lock.txt: the newest versions pyproject.toml allows, with hashes (`make setup` installs them)
 	test -x $(PY) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	test -x $(VENV)/bin/uv || $(PY) -m pip install --quiet 'uv>=0.13,<1'
 	$(VENV)/bin/uv pip compile pyproject.toml --extra local --extra dev --extra spark --upgrade \
