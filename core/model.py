@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from core.errors import RecordError
+from core.errors import Reason, RecordError
 from core.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class BundlesByVersion:
             bundle = self.store.load(version)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise RecordError("unknown_model_version", f"no model bundle {version!r} in the store") from exc
+                raise RecordError(Reason.UNKNOWN_MODEL_VERSION, f"no model bundle {version!r} in the store") from exc
             raise
         self.bundles[version] = bundle
         if len(self.bundles) > self.size:

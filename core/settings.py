@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     """Partitions of each pipeline topic: the most replicas of one service that share the work."""
     topic_replication_factor: int = Field(default=3, ge=1)
     """Replicas of each topic's partitions. Safe for a real cluster; the embedded local stack
-    (one broker) uses 1. A value below 3 on a cluster of 3 or more brokers is refused unless
+    (one broker) uses 1. Above the broker count is refused; below min(3, brokers) too, unless
     FRUITS_TOPIC_ALLOW_UNDER_REPLICATED=true."""
     topic_min_insync_replicas: int = Field(default=2, ge=1)
     """min.insync.replicas of each topic: acknowledged writes survive the loss of a broker."""
