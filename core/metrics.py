@@ -83,6 +83,12 @@ PCA_EXPLAINED_VARIANCE = Gauge(
 )
 PCA_COMPONENTS = Gauge("fruits_pca_components", "Number of components (k) of the current PCA.")
 PREDICTIONS = Counter("fruits_predictions_total", "Predictions, by predicted class (141 classes).", ["label"])
+PREDICTED_TYPES = Counter(
+    "fruits_predicted_types_total",
+    "Predictions by fruit type and whether the answer was unsure (below the bundle's calibrated threshold): "
+    "a jump in the unsure share means the photos changed (drift) or the model got worse.",
+    ["fruit_type", "unsure"],
+)
 PREDICTION_CONFIDENCE = Histogram(
     "fruits_prediction_confidence",
     "Probability of the predicted class: a shift to lower values signals drift.",
@@ -252,23 +258,31 @@ class ModelMetrics:
 
 
 class PredictionMetrics:
-    """What predict adds: end-to-end latency, predicted class counts, confidence."""
+    """What predict adds: end-to-end latency, predicted class and type counts (and how many
+    were unsure), confidence."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._classes: dict[str, Any] = {}
+        self._types: dict[tuple[str, str], Any] = {}
 
     def observe(self, predictions: Iterable[Prediction], now: datetime) -> None:
         if not self.enabled:
             return
         labels: Tally[str] = Tally()
+        types: Tally[tuple[str, str]] = Tally()
         latency = END_TO_END_SECONDS.observe
         confidence = PREDICTION_CONFIDENCE.observe
         for prediction in predictions:
             latency((now - prediction.photo.received_at).total_seconds())
             confidence(prediction.confidence)
             labels[prediction.label] += 1
+            types[(prediction.fruit_type or "none", "true" if prediction.unsure else "false")] += 1
         for label, count in labels.items():
             if (child := self._classes.get(label)) is None:
                 child = self._classes[label] = PREDICTIONS.labels(label)
+            child.inc(count)
+        for key, count in types.items():
+            if (child := self._types.get(key)) is None:
+                child = self._types[key] = PREDICTED_TYPES.labels(*key)
             child.inc(count)

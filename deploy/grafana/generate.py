@@ -101,6 +101,13 @@ MODEL = (
               "under-represented is a drift or input problem.",
               [q("topk(20, sum by (label) (increase(fruits_predictions_total[1h])))", "{{label}}", "table")],
               type="bargauge", unit="short", options={"orientation": "horizontal", "displayMode": "gradient"}),
+        Panel("Unsure share", "Share of predictions answered 'unsure' (below the bundle's calibrated "
+              "threshold): a jump is drift or a worse model (alert FruitsUnsureShareJump).",
+              [q("job:fruits_unsure_share:rate15m", "unsure share (15 min)")], unit="percentunit"),
+        Panel("Predicted fruit types (top 20, last hour)", "Confident predictions per fruit type.",
+              [q('topk(20, sum by (fruit_type) (increase(fruits_predicted_types_total{unsure="false"}[1h])))',
+                 "{{fruit_type}}", "table")],
+              type="bargauge", unit="short", options={"orientation": "horizontal", "displayMode": "gradient"}),
         Panel("Predictions per second", "All classes.", [q("sum(rate(fruits_predictions_total[5m]))", "predictions/s")],
               unit="reqps"),
         Panel("Confidence distribution", "Predictions per confidence bucket (5 min rate): mass moving to the "
