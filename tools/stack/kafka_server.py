@@ -55,8 +55,9 @@ def start(settings: Settings) -> int:
     jvm = [f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{JARS}/*"]
     if not (home / "data" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # "--cluster-id=ID": an id starting with "-" would otherwise be read as an option.
         fmt = subprocess.run(
-            [java, *jvm, "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id, "--config", str(config)],
+            [java, *jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "--config", str(config)],
             capture_output=True,
             text=True,
             check=False,
