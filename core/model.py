@@ -5,7 +5,8 @@ Bundle format (format 2, ``core.manifest.BUNDLE_FORMAT``), under ``s3://<model b
     bundles/<version>/manifest.json   what, when, from which data, how it scored (``core.manifest``)
     bundles/<version>/pca.npz         mean (d,), components (k, d), explained_variance_ratio (k,)
     bundles/<version>/classifier.npz  labels (C,), coef (C, k), intercept (C,)
-    current.json                      {"version": "<version>"}: the bundle services use
+    current.json                      {"version": "<version>", "previous": [...]}: the bundle services
+                                      use, and the ones current before it (newest first), for rollback
 
 A bundle is written first and ``current.json`` moved after, so readers never see a
 half-written bundle. Versions sort by time (``YYYYMMDDTHHMMSSZ-<hex>``). The PCA is
@@ -38,6 +39,8 @@ from core.manifest import Manifest
 log = logging.getLogger(__name__)
 
 CURRENT_KEY = "current.json"
+KEEP_PREVIOUS = 20
+"""How many formerly current bundles ``current.json`` remembers for rollback."""
 
 
 def new_version() -> str:
@@ -139,7 +142,13 @@ class ModelBundle:
     def __post_init__(self) -> None:
         if self.manifest is None:
             return
-        actual = (self.version, self.featurizer_id, self.pca.k, int(self.pca.mean.shape[0]), len(self.classifier.labels))
+        actual = (
+            self.version,
+            self.featurizer_id,
+            self.pca.k,
+            int(self.pca.mean.shape[0]),
+            len(self.classifier.labels),
+        )
         m = self.manifest
         described = (m.version, m.featurizer_id, m.pca.k, m.pca.input_dim, m.classifier.classes)
         if described != actual:
@@ -186,15 +195,49 @@ class ModelStore:
             self.set_current(bundle.version)
 
     def set_current(self, version: str) -> None:
-        self._put(CURRENT_KEY, json.dumps({"version": version}).encode(), "application/json")
+        """Make ``version`` the bundle the services use; the one it replaces can be rolled back to."""
+        pointer = self._pointer()
+        previous = pointer.get("previous", [])
+        if pointer.get("version") not in (None, version):
+            previous = [pointer["version"], *previous][:KEEP_PREVIOUS]
+        self._write_pointer(version, previous)
+
+    def rollback(self) -> str:
+        """Make the bundle that was current before the current one current again; returns it."""
+        pointer = self._pointer()
+        previous = pointer.get("previous", [])
+        if not previous:
+            raise ValueError(f"no earlier current bundle to roll back to in s3://{self.bucket}/{CURRENT_KEY}")
+        self._write_pointer(previous[0], previous[1:])
+        return previous[0]
 
     def current_version(self) -> str | None:
+        return self._pointer().get("version")
+
+    def previous_versions(self) -> list[str]:
+        """The bundles that were current before the current one, newest first."""
+        return list(self._pointer().get("previous", []))
+
+    def versions(self) -> list[str]:
+        """Every bundle in the store, oldest first (versions sort by time)."""
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix="bundles/", Delimiter="/"
+        ):
+            found += [p["Prefix"].removeprefix("bundles/").rstrip("/") for p in page.get("CommonPrefixes", [])]
+        return sorted(found)
+
+    def _pointer(self) -> dict[str, Any]:
         try:
-            return json.loads(self._get(CURRENT_KEY))["version"]
+            return json.loads(self._get(CURRENT_KEY))
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
+                return {}
             raise
+
+    def _write_pointer(self, version: str, previous: list[str]) -> None:
+        body = json.dumps({"version": version, "previous": previous}).encode()
+        self._put(CURRENT_KEY, body, "application/json")
 
     def load_manifest(self, version: str) -> Manifest:
         try:

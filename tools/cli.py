@@ -126,6 +126,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from core.model import ModelStore
+    from core.s3 import check_bucket, s3_client
+
+    settings = get_settings()
+    client = s3_client(settings)
+    check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
+    store = ModelStore(client, settings.model_bucket)
+    if args.action == "list":
+        print_bundles(store)
+    elif args.action == "promote":
+        if args.version not in store.versions():
+            raise ValueError(f"no bundle {args.version!r} in s3://{settings.model_bucket} (`fruits model list`)")
+        store.set_current(args.version)
+        print(f"bundle {args.version} is current; reduce picks it up within {settings.model_refresh_seconds:g} s")
+    else:
+        version = store.rollback()
+        print(f"rolled back: bundle {version} is current again")
+    return 0
+
+
+def print_bundles(store: Any) -> None:
+    """One line per bundle, oldest first: whether it is current, was current, or a candidate."""
+    current, previous = store.current_version(), store.previous_versions()
+    print(f"{'version':<24} {'status':<10} {'engine':<10} {'k':>5} {'classes':>7} {'evaluation':>10}  created")
+    for version in store.versions():
+        status = "current" if version == current else "previous" if version in previous else "candidate"
+        try:
+            manifest = store.load_manifest(version)
+        except ValueError as exc:  # an unreadable bundle is listed, not fatal
+            print(f"{version:<24} {status:<10} unreadable: {exc}")
+            continue
+        scored = f"{100 * manifest.evaluation.top1_accuracy:.2f} %" if manifest.evaluation else "—"
+        print(
+            f"{version:<24} {status:<10} {manifest.trained_on.engine:<10} {manifest.pca.k:>5} "
+            f"{manifest.classifier.classes:>7} {scored:>10}  {manifest.created_at or '?'}"
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tools.demo import run_demo
 
@@ -209,6 +248,21 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(func=cmd_train)
 
 
+def add_model(commands: argparse._SubParsersAction) -> None:
+    model = commands.add_parser(
+        "model",
+        help="list the model bundles, make one current, or roll back",
+        description="Manage the bundles of the S3 model store by hand. reduce switches to a newly current bundle "
+        "within FRUITS_MODEL_REFRESH_SECONDS; predict follows the version each record was reduced with.",
+    )
+    actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="every bundle, oldest first: current, previous (rollback targets) or candidate")
+    promote = actions.add_parser("promote", help="make VERSION the current bundle (e.g. a held-back candidate)")
+    promote.add_argument("version", help="bundle version, as `fruits model list` shows it")
+    actions.add_parser("rollback", help="make the bundle that was current before the current one current again")
+    model.set_defaults(func=cmd_model)
+
+
 def add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
@@ -237,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_produce, add_consume, add_train, add_demo):
+    for add in (add_produce, add_consume, add_train, add_model, add_demo):
         add(commands)
     services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")
     services.set_defaults(func=cmd_services)

@@ -8,7 +8,7 @@ from botocore.exceptions import ClientError
 
 
 class MemoryS3:
-    """The two calls ModelStore makes, on a dict."""
+    """The calls ModelStore makes, on a dict."""
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], bytes] = {}
@@ -20,3 +20,15 @@ class MemoryS3:
         if (Bucket, Key) not in self.objects:
             raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
         return {"Body": io.BytesIO(self.objects[Bucket, Key])}
+
+    def get_paginator(self, operation: str) -> MemoryS3:
+        assert operation == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str, Delimiter: str) -> list[dict]:
+        prefixes = sorted({
+            Prefix + key[len(Prefix):].split(Delimiter, 1)[0] + Delimiter
+            for bucket, key in self.objects
+            if bucket == Bucket and key.startswith(Prefix) and Delimiter in key[len(Prefix):]
+        })  # fmt: skip
+        return [{"CommonPrefixes": [{"Prefix": p} for p in prefixes]}]

@@ -202,3 +202,29 @@ def test_reads_the_three_shapes_of_format_1():
     assert store.load(bundle.version).manifest == Manifest.from_dict(FORMAT_1)
     with pytest.raises(ValueError, match="malformed format-1 manifest"):
         Manifest.from_dict({k: v for k, v in FORMAT_1.items() if k != "pca_selection"})
+
+
+def test_store_lists_bundles_promotes_and_rolls_back():
+    store = ModelStore(MemoryS3(), "models")
+    versions = ["20240501T120000Z-aaaaaa", "20240502T120000Z-bbbbbb", "20240503T120000Z-cccccc"]
+    for version in versions:
+        store.save(described(identity_bundle(version=version)))
+    store.save(described(identity_bundle(version="20240504T120000Z-dddddd")), make_current=False)  # a candidate
+    assert store.versions() == [*versions, "20240504T120000Z-dddddd"]
+    assert store.current_version() == versions[2]
+    assert store.previous_versions() == [versions[1], versions[0]]
+    store.set_current("20240504T120000Z-dddddd")  # promote the candidate
+    store.set_current("20240504T120000Z-dddddd")  # twice: no duplicate in the history
+    assert store.previous_versions() == [versions[2], versions[1], versions[0]]
+    assert store.rollback() == versions[2] and store.current_version() == versions[2]
+    assert store.rollback() == versions[1] and store.rollback() == versions[0]
+    with pytest.raises(ValueError, match="no earlier current bundle"):
+        store.rollback()
+
+
+def test_an_old_pointer_without_history_still_reads():
+    store = ModelStore(MemoryS3(), "models")
+    store.client.put_object(Bucket="models", Key="current.json", Body=b'{"version": "v1"}')
+    assert store.current_version() == "v1" and store.previous_versions() == []
+    store.set_current("v2")
+    assert store.previous_versions() == ["v1"]
