@@ -18,6 +18,7 @@ The Spark jobs use ``s3a://`` URIs for the same objects.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ PREDICTIONS = "predictions"
 REJECTED = "rejected"
 TRAINING_FEATURES = "training_features"
 CHECKPOINTS = "_checkpoints"
+READ_ATTEMPTS = 3
 
 
 def lake_key(settings: Settings, *parts: str) -> str:
@@ -126,15 +128,31 @@ def arrow_s3_filesystem(settings: Settings) -> Any:
 def read_table(settings: Settings, table: str, columns: list[str] | None = None) -> Any:
     """A lake table as one Arrow table (Hive partitions become columns), read with pyarrow
     alone: the streaming job writes plain Parquet folders, no Spark needed to read them.
-    An absent table, or one whose first files are not written yet, reads as None."""
+    An absent table, or one whose first files are not written yet, reads as None.
+
+    Listing and reading are not one atomic step: a micro-batch the job replays overwrites
+    its partitions, so a file listed a moment ago may be gone. The read is then retried on
+    a fresh listing (``READ_ATTEMPTS`` in all)."""
     import pyarrow.dataset as ds
     from pyarrow import fs
 
     filesystem = arrow_s3_filesystem(settings)
     path = f"{settings.lake_bucket}/{lake_key(settings, table)}"
-    if filesystem.get_file_info(path).type != fs.FileType.Directory:
-        return None
-    dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
-    if not dataset.files:  # folders made, no Parquet file committed yet: no schema to read
-        return None
-    return dataset.to_table(columns=columns)
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        if filesystem.get_file_info(path).type != fs.FileType.Directory:
+            return None
+        dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
+        if not dataset.files:  # folders made, no Parquet file committed yet: no schema to read
+            return None
+        try:
+            return dataset.to_table(columns=columns)
+        except (FileNotFoundError, OSError) as exc:
+            if attempt == READ_ATTEMPTS or not _vanished(exc):
+                raise
+            time.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _vanished(exc: OSError) -> bool:
+    """A listed object that no longer exists (pyarrow reports S3's NoSuchKey as an OSError)."""
+    return isinstance(exc, FileNotFoundError) or "NO_SUCH_KEY" in str(exc)

@@ -2,6 +2,7 @@ import io
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from core import lake
 from core.settings import Settings
@@ -37,3 +38,42 @@ def test_training_features_are_one_parquet_object_in_their_version_folder():
     assert table.column_names == ["label", "features", "source", "featurizer_id"]
     np.testing.assert_array_equal(np.array(table["features"].to_pylist(), dtype=np.float32), x)
     assert table["label"].to_pylist() == list("aabbc") and set(table["featurizer_id"].to_pylist()) == {"f@1"}
+
+
+def test_read_table_retries_when_a_listed_file_vanished(tmp_path, monkeypatch):
+    """A replayed micro-batch overwrites its partitions while a reader lists them: the read
+    is retried on a fresh listing, at most READ_ATTEMPTS times."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from pyarrow import fs
+
+    (tmp_path / "predictions" / "date=2026-11-26").mkdir(parents=True)
+    pq.write_table(pa.table({"photo_id": ["a", "b"]}), tmp_path / "predictions" / "date=2026-11-26" / "part-0.parquet")
+    settings = Settings(lake_bucket=str(tmp_path), lake_prefix="")
+    monkeypatch.setattr(lake, "arrow_s3_filesystem", lambda s: fs.LocalFileSystem())
+    monkeypatch.setattr(lake.time, "sleep", lambda seconds: None)
+    real_dataset, attempts = ds.dataset, []
+
+    class Vanishing:
+        """Lists the real files; its read fails ``fail`` times as if a file had been deleted."""
+
+        fail = 2
+
+        def __init__(self, *args, **kwargs):
+            self.dataset = real_dataset(*args, **kwargs)
+            self.files = self.dataset.files
+
+        def to_table(self, columns=None):
+            attempts.append(1)
+            if len(attempts) <= Vanishing.fail:
+                raise OSError("AWS Error NO_SUCH_KEY during GetObject operation")
+            return self.dataset.to_table(columns=columns)
+
+    monkeypatch.setattr(ds, "dataset", Vanishing)
+    assert lake.read_table(settings, "predictions", columns=["photo_id"]).num_rows == 2
+    assert len(attempts) == 3
+    attempts.clear()
+    Vanishing.fail = lake.READ_ATTEMPTS
+    with pytest.raises(OSError, match="NO_SUCH_KEY"):
+        lake.read_table(settings, "predictions")
+    assert len(attempts) == lake.READ_ATTEMPTS
