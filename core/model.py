@@ -4,7 +4,8 @@ Bundle format (format 2, ``core.manifest.BUNDLE_FORMAT``), under ``s3://<model b
 
     bundles/<version>/manifest.json   what, when, from which data, how it scored (``core.manifest``)
     bundles/<version>/pca.npz         mean (d,), components (k, d), explained_variance_ratio (k,)
-    bundles/<version>/classifier.npz  labels (C,), coef (C, k), intercept (C,)
+    bundles/<version>/classifier.npz  labels (C,), coef (C, k), intercept (C,), label_types (C,),
+                                      temperature, unsure_below (both scalars; absent before types)
     current.json                      {"version": "<version>", "previous": [...]}: the bundle services
                                       use, and the ones current before it (newest first), for rollback
 
@@ -27,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
@@ -100,19 +102,127 @@ class Pca:
         return (np.asarray(vectors, dtype=np.float32) - self.mean) @ self.components.T
 
 
+NOT_OURS = "not ours"
+"""Label, and type, of the class of photos that show nothing from the catalog (trained on
+photos of other produce): its probability counts against every fruit type."""
+TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the classifier makes of one photo (the Prediction's model fields)."""
+
+    label: str
+    """The most probable catalog variety within ``fruit_type``."""
+    confidence: float
+    top5: tuple[tuple[str, float], ...]
+    """The most probable catalog varieties, with their probabilities."""
+    fruit_type: str
+    """The most probable catalog type (never ``NOT_OURS``): the sum over the classes of that type."""
+    type_confidence: float
+    top5_types: tuple[tuple[str, float], ...]
+    unsure: bool
+    """``type_confidence`` is below the calibrated threshold, or the photo looks like nothing of ours."""
+
+
 @dataclass(frozen=True)
 class Classifier:
-    """Multinomial logistic regression: softmax(x · coefᵀ + intercept)."""
+    """Multinomial logistic regression: softmax((x · coefᵀ + intercept) / temperature), over
+    labels that each belong to a fruit type; a type's probability is the sum over its labels."""
 
     labels: tuple[str, ...]
     coef: np.ndarray  # (C, k)
     intercept: np.ndarray  # (C,)
+    label_types: tuple[str, ...] = ()
+    """The type of each label; empty: from the catalog (bundles made before types). ``NOT_OURS``
+    for the class of photos showing nothing of ours."""
+    temperature: float = 1.0
+    """Calibrates the probabilities (fitted on out-of-fold predictions; 1 = as trained)."""
+    unsure_below: float = 0.0
+    """A type confidence under this is answered ``unsure`` (chosen on validation; 0 = never)."""
+
+    def __post_init__(self) -> None:
+        if not self.label_types:
+            object.__setattr__(self, "label_types", catalog_types(self.labels))
+        if len(self.label_types) != len(self.labels):
+            raise ValueError(f"{len(self.label_types)} label types for {len(self.labels)} labels")
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float32) @ self.coef.T + self.intercept
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        logits = np.asarray(x, dtype=np.float32) @ self.coef.T + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return softmax(self.logits(x) / self.temperature)
+
+    @cached_property
+    def types(self) -> tuple[str, ...]:
+        """The types of the labels, ``NOT_OURS`` (if present) excluded."""
+        return tuple(sorted({t for t in self.label_types if t != NOT_OURS}))
+
+    @cached_property
+    def _type_matrix(self) -> np.ndarray:
+        """(C, T) one-hot: label → its type among ``types`` (NOT_OURS's row stays zero)."""
+        matrix = np.zeros((len(self.labels), len(self.types)), dtype=np.float32)
+        index = {t: j for j, t in enumerate(self.types)}
+        for i, label_type in enumerate(self.label_types):
+            if label_type in index:
+                matrix[i, index[label_type]] = 1.0
+        return matrix
+
+    @cached_property
+    def _varieties(self) -> np.ndarray:
+        """Mask of the labels an answer may name: the catalog's varieties (all labels but
+        NOT_OURS when none is in the catalog)."""
+        from core.catalog import load_catalog
+
+        catalog = load_catalog()
+        mask = np.array([label in catalog for label in self.labels])
+        return mask if mask.any() else np.array([t != NOT_OURS for t in self.label_types])
+
+    def answers(self, probabilities: np.ndarray) -> list[Answer]:
+        """The answer for each row of ``predict_proba``'s output."""
+        type_p = probabilities @ self._type_matrix
+        ours = type_p.sum(axis=1)  # 1 - P(NOT_OURS)
+        out = []
+        for row, row_types, row_ours in zip(probabilities, type_p, ours):
+            ranked_types = np.argsort(-row_types, kind="stable")[:TOP_K]
+            best = ranked_types[0]
+            in_type = self._varieties & (self._type_matrix[:, best] > 0)
+            candidates = np.where(in_type if in_type.any() else self._varieties)[0]
+            label = candidates[np.argmax(row[candidates])]
+            varieties = np.where(self._varieties)[0]
+            ranked = varieties[np.argsort(-row[varieties], kind="stable")[:TOP_K]]
+            confidence = float(row_types[best])
+            out.append(Answer(
+                label=self.labels[label],
+                confidence=float(row[label]),
+                top5=tuple((self.labels[i], float(row[i])) for i in ranked),
+                fruit_type=self.types[best],
+                type_confidence=confidence,
+                top5_types=tuple((self.types[j], float(row_types[j])) for j in ranked_types),
+                unsure=confidence < self.unsure_below or 1.0 - row_ours > confidence,
+            ))  # fmt: skip
+        return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def catalog_types(labels: Sequence[str]) -> tuple[str, ...]:
+    """Each label's type from the catalog; a label the catalog does not know is its own type."""
+    from core.catalog import type_of
+
+    def one(label: str) -> str:
+        if label == NOT_OURS:
+            return NOT_OURS
+        try:
+            return type_of(label)
+        except KeyError:
+            return label
+
+    return tuple(one(label) for label in labels)
 
 
 def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -> Classifier:
@@ -187,7 +297,14 @@ class ModelStore:
         )
         self._put(
             prefix + "classifier.npz",
-            _npz(labels=np.array(clf.labels), coef=clf.coef, intercept=clf.intercept),
+            _npz(
+                labels=np.array(clf.labels),
+                coef=clf.coef,
+                intercept=clf.intercept,
+                label_types=np.array(clf.label_types),
+                temperature=np.float32(clf.temperature),
+                unsure_below=np.float32(clf.unsure_below),
+            ),  # fmt: skip
             "application/octet-stream",
         )
         self._put(prefix + "manifest.json", bundle.manifest.to_json().encode(), "application/json")
@@ -251,7 +368,13 @@ class ModelStore:
         with np.load(io.BytesIO(self._get(prefix + "pca.npz"))) as p:
             pca = Pca(p["mean"], p["components"], p["explained_variance_ratio"])
         with np.load(io.BytesIO(self._get(prefix + "classifier.npz"))) as c:
-            classifier = Classifier(tuple(str(label) for label in c["labels"]), c["coef"], c["intercept"])
+            # Bundles made before fruit types have neither types nor calibration: catalog types, T = 1, never unsure.
+            classifier = Classifier(
+                tuple(str(label) for label in c["labels"]), c["coef"], c["intercept"],
+                tuple(str(t) for t in c["label_types"]) if "label_types" in c else (),
+                float(c["temperature"]) if "temperature" in c else 1.0,
+                float(c["unsure_below"]) if "unsure_below" in c else 0.0,
+            )  # fmt: skip
         return ModelBundle(version, manifest.featurizer_id, pca, classifier, manifest)
 
 

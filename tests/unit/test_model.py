@@ -6,7 +6,7 @@ import pytest
 
 from core.evaluation import Evaluation, evaluate
 from core.manifest import BUNDLE_FORMAT, Manifest, PcaStream, TrainedOn
-from core.model import Classifier, ModelBundle, ModelStore, Pca, PcaStats
+from core.model import NOT_OURS, Classifier, ModelBundle, ModelStore, Pca, PcaStats
 from tests.unit.fakes import MemoryS3
 
 
@@ -228,3 +228,47 @@ def test_an_old_pointer_without_history_still_reads():
     assert store.current_version() == "v1" and store.previous_versions() == []
     store.set_current("v2")
     assert store.previous_versions() == ["v1"]
+
+
+def answer_of(classifier: Classifier, logits: list[float]):
+    (answer,) = classifier.answers(classifier.predict_proba(np.array([logits]) @ np.linalg.pinv(classifier.coef.T)))
+    return answer
+
+
+def test_types_sum_their_varieties_and_the_label_is_the_best_variety_of_that_type():
+    labels = ("Apple Golden 1", "Apple Red 1", "Banana 1", NOT_OURS)
+    classifier = Classifier(labels, np.eye(4, dtype=np.float32), np.zeros(4, np.float32))
+    assert classifier.label_types == ("apple", "apple", "banana", NOT_OURS)  # from the catalog
+    answer = answer_of(classifier, [1.0, 0.9, 1.2, -5.0])  # banana is the likeliest label, apple the likeliest type
+    assert answer.fruit_type == "apple" and answer.label == "Apple Golden 1" and not answer.unsure
+    assert answer.type_confidence == pytest.approx(answer.top5_types[0][1])
+    assert answer.type_confidence > 0.5 > answer.confidence
+    assert [t for t, _ in answer.top5_types] == ["apple", "banana"]  # NOT_OURS is never a type to show
+    assert [label for label, _ in answer.top5][0] == "Banana 1" and len(answer.top5) == 3
+
+
+def test_unsure_below_the_threshold_or_when_nothing_ours_is_likelier():
+    labels = ("Apple Golden 1", "Banana 1", NOT_OURS)
+    plain = Classifier(labels, np.eye(3, dtype=np.float32), np.zeros(3, np.float32))
+    assert not answer_of(plain, [1.0, 0.8, 0.0]).unsure
+    assert answer_of(replace(plain, unsure_below=0.5), [1.0, 0.8, 0.0]).unsure  # apple at ~0.44
+    assert answer_of(plain, [0.0, 0.0, 3.0]).unsure  # looks like nothing of ours
+
+
+def test_temperature_softens_the_probabilities_without_changing_the_ranking():
+    labels = ("Apple Golden 1", "Banana 1")
+    sharp = Classifier(labels, np.eye(2, dtype=np.float32), np.zeros(2, np.float32))
+    soft = replace(sharp, temperature=4.0)
+    x = np.array([[2.0, 0.0]])
+    assert sharp.predict_proba(x)[0, 0] > soft.predict_proba(x)[0, 0] > 0.5
+
+
+def test_calibration_and_types_survive_the_store():
+    store = ModelStore(MemoryS3(), "models")
+    bundle = described(identity_bundle())
+    calibrated = replace(bundle, classifier=replace(bundle.classifier, temperature=1.5, unsure_below=0.4,
+                                                      label_types=("a", "a", "b", "b", "c", NOT_OURS)))
+    store.save(calibrated)
+    loaded = store.load(calibrated.version).classifier
+    assert (loaded.temperature, loaded.unsure_below) == (1.5, pytest.approx(0.4))
+    assert loaded.label_types == ("a", "a", "b", "b", "c", NOT_OURS)

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from core.catalog import load_catalog
+from core.catalog import load_types
 from core.errors import RecordError
-from core.model import Classifier, ModelBundle, Pca
+from core.model import NOT_OURS, Classifier, ModelBundle, Pca
 from core.records import IngestedPhoto, ModelVersions, PhotoFeatures, PhotoRef, PreprocessedPhoto, ReducedFeatures
 from services.featurize.transform import featurize_batch
 from services.predict.transform import predict_batch
@@ -51,7 +51,7 @@ def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
 def make_bundle(version="v1"):
     pca = Pca(np.ones(4, np.float32), np.eye(4, dtype=np.float32)[:2], np.array([0.6, 0.3]))
     classifier = Classifier(
-        ("Banana 1", "Apple Braeburn 1", "Kiwi 1", "Lemon 1", "Lime 1", "Not In Catalog"),
+        ("Banana 1", "Apple Braeburn 1", "Kiwi 1", "Lemon 1", "Limes 1", NOT_OURS),
         np.array([[5, 0], [0, 5], [1, 1], [0, 0], [-1, 0], [0, -1]], dtype=np.float32),
         np.zeros(6, np.float32),
     )
@@ -78,19 +78,22 @@ def test_predict_uses_the_bundle_named_by_the_record():
     reduced = ReducedFeatures(REF, "m", "v1", [2.0, 0.0])
     out = predict_batch(
         [reduced, replace(reduced, pca_version="gone"), replace(reduced, features=[1.0, 2.0, 3.0])],
-        bundle_of, load_catalog(), T0,
+        bundle_of, load_types(), T0,
     )
     first = out[0]
     assert first.label == "Banana 1" and 0.5 < first.confidence <= 1 and first.photo == REF
     assert [t.label for t in first.top5][:2] == ["Banana 1", "Kiwi 1"] and len(first.top5) == 5
     assert first.top5[0].confidence == first.confidence
     assert first.model_versions == ModelVersions("m", "v1", "v1")
+    assert first.fruit_type == "banana" and first.type_confidence == first.confidence and not first.unsure
+    assert [t.label for t in first.top5_types][:2] == ["banana", "kiwi"] and len(first.top5_types) == 5
     assert "banana" in first.fruit.common_name.lower() and first.fruit.nutrition.energy_kcal > 0
     assert out[1].reason == "unknown_model_version"
     assert out[2].reason == "bad_features"
 
 
-def test_predict_without_catalog_entry_has_no_fruit_info():
+def test_a_photo_of_nothing_ours_is_unsure_and_has_no_fruit_info():
     reduced = ReducedFeatures(REF, "m", "v1", [0.0, -3.0])
-    (out,) = predict_batch([reduced], lambda v: make_bundle(v), {}, T0)
-    assert out.label == "Not In Catalog" and out.fruit is None
+    (out,) = predict_batch([reduced], lambda v: make_bundle(v), load_types(), T0)
+    assert out.unsure and out.fruit is None
+    assert NOT_OURS not in [t.label for t in out.top5_types] + [t.label for t in out.top5] + [out.fruit_type]
