@@ -168,6 +168,10 @@ class Classifier:
                 matrix[i, index[label_type]] = 1.0
         return matrix
 
+    @property
+    def variety_mask(self) -> np.ndarray:
+        return self._varieties
+
     @cached_property
     def _varieties(self) -> np.ndarray:
         """Mask of the labels an answer may name: the catalog's varieties (all labels but
@@ -199,7 +203,7 @@ class Classifier:
                 fruit_type=self.types[best],
                 type_confidence=confidence,
                 top5_types=tuple((self.types[j], float(row_types[j])) for j in ranked_types),
-                unsure=confidence < self.unsure_below or 1.0 - row_ours > confidence,
+                unsure=bool(confidence < self.unsure_below or 1.0 - row_ours > confidence),
             ))  # fmt: skip
         return out
 

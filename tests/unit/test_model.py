@@ -93,19 +93,22 @@ def test_evaluate_counts_top1_and_top5():
     ])  # fmt: skip
     labels = ["c0", "c0", "c0", "unknown"]
     scores = evaluate(bundle, features, labels)
-    assert scores == Evaluation(images=4, top1_correct=1, top5_correct=2)
+    # Here every class is its own type (none is in the catalog), so types score like labels.
+    assert scores == Evaluation(images=4, top1_correct=1, top5_correct=2,
+                                typed=4, type_top1_correct=1, type_top5_correct=2, sure_correct=1)  # fmt: skip
     assert scores.top1_accuracy == 0.25 and scores.top5_accuracy == 0.5
     # Counts merge exactly (the Spark trainer scores each partition and adds them up).
     assert evaluate(bundle, features[:1], labels[:1]).merge(evaluate(bundle, features[1:], labels[1:])) == scores
-    assert scores.to_dict() == {"images": 4, "top1_correct": 1, "top5_correct": 2,
-                                "top1_accuracy": 0.25, "top5_accuracy": 0.5}  # fmt: skip
+    assert scores.to_dict().items() >= {"images": 4, "top1_correct": 1, "top5_correct": 2,
+                                     "top1_accuracy": 0.25, "top5_accuracy": 0.5, "unsure_share": 0.0,
+                                     "foreign_unsure_share": None}.items()  # fmt: skip
     assert Evaluation.from_dict(scores.to_dict()) == scores
 
 
 def test_evaluate_with_fewer_classes_than_k_and_without_images():
     bundle = identity_bundle(classes=3)
     scores = evaluate(bundle, np.stack([ranked_row([2, 1, 0], 3)]), ["c0"])
-    assert scores == Evaluation(1, 0, 1)  # top-5 of 3 classes: every class
+    assert scores == Evaluation(1, 0, 1, typed=1, type_top5_correct=1)  # top-5 of 3 classes: every class
     empty = evaluate(bundle, np.zeros((0, 3)), [])
     assert empty == Evaluation() and empty.to_dict()["top1_accuracy"] is None
     with pytest.raises(ValueError, match="2 feature vectors but 1 labels"):
@@ -272,3 +275,25 @@ def test_calibration_and_types_survive_the_store():
     loaded = store.load(calibrated.version).classifier
     assert (loaded.temperature, loaded.unsure_below) == (1.5, pytest.approx(0.4))
     assert loaded.label_types == ("a", "a", "b", "b", "c", NOT_OURS)
+
+
+def test_score_counts_types_unsure_answers_and_photos_of_nothing_ours():
+    from core.evaluation import score
+    from core.model import Answer
+
+    def answer(label, fruit_type, unsure, top_types=()):
+        return Answer(label, 0.5, ((label, 0.5),), fruit_type, 0.5, ((fruit_type, 0.5), *top_types), unsure)
+
+    answers = [
+        answer("Apple Golden 1", "apple", False),  # right variety and type
+        answer("Apple Red 1", "apple", True),  # right type, but unsure
+        answer("Pear 1", "pear", False, (("apple", 0.2),)),  # wrong type, apple second
+        answer("Banana 1", "banana", True),  # a photo of garlic, rightly unsure
+        answer("Banana 1", "banana", False),  # a photo of garlic, wrongly sure
+    ]
+    scores = score(answers, ["Apple Golden 1", None, "Apple Golden 1", None, None],
+                   ["apple", "apple", "apple", NOT_OURS, NOT_OURS])  # fmt: skip
+    assert scores == Evaluation(images=2, top1_correct=1, top5_correct=1, typed=3, type_top1_correct=2,
+                                type_top5_correct=3, unsure=1, sure_correct=1, foreign=2, foreign_unsure=1)  # fmt: skip
+    assert scores.sure_accuracy == 0.5 and scores.unsure_share == pytest.approx(1 / 3)
+    assert scores.foreign_unsure_share == 0.5
