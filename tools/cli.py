@@ -165,6 +165,12 @@ def print_bundles(store: Any) -> None:
         )
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tools.evaluate import run_evaluate
+
+    return run_evaluate(get_settings(), args.dirs, args.offline, args.bundle, args.rate, args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tools.demo import run_demo
 
@@ -263,6 +269,25 @@ def add_model(commands: argparse._SubParsersAction) -> None:
     model.set_defaults(func=cmd_model)
 
 
+def add_evaluate(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score folders of labelled photos: variety and type accuracy, unsure share, calibration",
+        description="Each photo's truth comes from its folders: the GroceryStore layout (through the catalog's "
+        "mapping), a Fruits-360 label (Apple Golden 1/), a fruit type (orange/, bell_pepper/) or not-a-fruit/ "
+        "(what `python -m tools.nonfruit` writes). By default the photos go through the running pipeline; "
+        "--offline scores them in this process with the same code.",
+    )
+    evaluate.add_argument("dirs", nargs="+", type=existing_dir, metavar="DIR", help="folders of labelled photos")
+    evaluate.add_argument("--offline", action="store_true", help="featurize and classify here, not through Kafka")
+    evaluate.add_argument("--bundle", help="with --offline: this bundle version instead of the current one")
+    evaluate.add_argument(
+        "--rate", type=positive_float, help="photos per second through the pipeline (default: as fast as possible)"
+    )
+    evaluate.add_argument("--json", type=Path, help="also write the reports as JSON to this file")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
 def add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
@@ -291,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_produce, add_consume, add_train, add_model, add_demo):
+    for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo):
         add(commands)
     services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")
     services.set_defaults(func=cmd_services)
