@@ -229,12 +229,14 @@ def catalog_types(labels: Sequence[str]) -> tuple[str, ...]:
     return tuple(one(label) for label in labels)
 
 
-def fit_classifier(x: np.ndarray, labels: Sequence[str], max_iter: int = 3000) -> Classifier:
+def fit_classifier(
+    x: np.ndarray, labels: Sequence[str], max_iter: int = 3000, regularisation: float = 1.0, tol: float = 1e-6
+) -> Classifier:
     """Logistic regression on standardised inputs, the scaling folded into the weights."""
     from sklearn.linear_model import LogisticRegression  # training-only dependency
 
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    model = LogisticRegression(max_iter=max_iter, tol=1e-6, C=1.0)
+    model = LogisticRegression(max_iter=max_iter, tol=tol, C=regularisation)
     model.fit((x - mean) / scale, np.asarray(labels))
     coef, intercept = model.coef_, model.intercept_
     if len(model.classes_) == 2:  # one logit (of the second class); softmax over [0, logit] is the same model
