@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.evaluation import Evaluation, score
-from core.model import NOT_OURS, Classifier, fit_classifier, softmax
+from core.model import Classifier, fit_classifier, softmax
 
 log = logging.getLogger(__name__)
 
