@@ -15,7 +15,9 @@ Format 2 (``BUNDLE_FORMAT``)::
                            "top1_accuracy": .., "top5_accuracy": ..},
      "evaluated_on": null | "<path or URI>",        held out (Test) for the trainers; for a
                                                     streaming refit its training features
-     "parent_version": null | "..."}                the bundle a streaming refit replaced
+     "parent_version": null | "...",                the bundle a streaming refit replaced
+     "calibration": null | {"temperature": .., "unsure_below": .., "folds": 5, "max_specimen_unsure": 0.02},
+     "validation": null | {<evaluation counts>}}    out-of-fold scores of the recipe (core.recipe)
 
 The format is not a field of ``Manifest``: ``to_dict`` writes ``BUNDLE_FORMAT`` and
 ``from_dict`` refuses formats it cannot read, so no producer can write another one.
@@ -67,6 +69,17 @@ class PcaSummary:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """How the classifier's probabilities were calibrated (``core.recipe``)."""
+
+    temperature: float
+    unsure_below: float
+    folds: int
+    """Out-of-fold answers of this many folds chose both."""
+    max_specimen_unsure: float
+
+
+@dataclass(frozen=True)
 class ClassifierSummary:
     type: str
     classes: int
@@ -109,6 +122,10 @@ class Manifest:
     evaluation: Evaluation | None = None
     evaluated_on: str | None = None
     parent_version: str | None = None
+    calibration: Calibration | None = None
+    """Temperature and unsure threshold, and how they were chosen (``core.recipe``); None before fruit types."""
+    validation: Evaluation | None = None
+    """Out-of-fold scores of the recipe on the training rows: what a streaming refit must not be worse than."""
 
     def __post_init__(self) -> None:
         if (self.evaluation is None) != (self.evaluated_on is None):
@@ -127,6 +144,8 @@ class Manifest:
         evaluated_on: str | None = None,
         parent_version: str | None = None,
         pca_stream: PcaStream | None = None,
+        calibration: Calibration | None = None,
+        validation: Evaluation | None = None,
     ) -> Manifest:
         """The manifest of ``bundle`` (its version, featurizer, PCA and classifier summarised from the bundle itself)."""
         pca = bundle.pca
@@ -148,6 +167,8 @@ class Manifest:
             evaluation=evaluation,
             evaluated_on=evaluated_on,
             parent_version=parent_version,
+            calibration=calibration,
+            validation=validation,
         )
 
     # --- JSON ---------------------------------------------------------------------------------------
@@ -192,12 +213,14 @@ def _from_format_2(data: Mapping[str, Any]) -> Manifest:
     pca = _known(PcaSummary, data["pca"])
     if pca.get("stream") is not None:
         pca["stream"] = PcaStream(**_known(PcaStream, pca["stream"]))
-    evaluation = data.get("evaluation")
+    evaluation, validation, calibration = data.get("evaluation"), data.get("validation"), data.get("calibration")
     return Manifest(**_known(Manifest, data) | {
         "pca": PcaSummary(**pca),
         "classifier": ClassifierSummary(**_known(ClassifierSummary, data["classifier"])),
         "trained_on": TrainedOn(**_known(TrainedOn, data["trained_on"])),
         "evaluation": None if evaluation is None else Evaluation.from_dict(evaluation),
+        "validation": None if validation is None else Evaluation.from_dict(validation),
+        "calibration": None if calibration is None else Calibration(**_known(Calibration, calibration)),
     })  # fmt: skip
 
 

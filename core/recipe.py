@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.evaluation import Evaluation, score
+from core.manifest import Calibration
 from core.model import Classifier, fit_classifier, softmax
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,6 @@ class Recipe:
 
 RECIPE = Recipe()
 """The recipe every trainer uses (chosen by cross-validation: core/models/MODEL_CARD.md)."""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    temperature: float
-    unsure_below: float
-    folds: int
-    max_specimen_unsure: float
 
 
 @dataclass(frozen=True)
