@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from core.recipe import TrainingRows
 from core.settings import Settings
 
 FEATURES = "features"
@@ -60,10 +61,9 @@ def training_features_uri(settings: Settings, version: str) -> str:
     return lake_uri(settings, TRAINING_FEATURES, f"version={version}")
 
 
-def training_features_table(
-    features: np.ndarray, labels: Sequence[str], sources: Sequence[str], featurizer_id: str
-) -> Any:
-    """The training set as an Arrow table: label, features (list<float>), source, featurizer_id."""
+def training_features_table(features: np.ndarray, rows: TrainingRows, featurizer_id: str) -> Any:
+    """The training set as an Arrow table: label, features (list<float>), source, featurizer_id,
+    type, origin (``core.recipe``: fruits360, grocerystore, synthetic, empty)."""
     import pyarrow as pa
 
     x = np.ascontiguousarray(features, dtype=np.float32)
@@ -71,40 +71,46 @@ def training_features_table(
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim).cast(pa.list_(pa.float32()))
     return pa.table(
         {
-            "label": pa.array(list(labels), pa.string()),
+            "label": pa.array(rows.labels, pa.string()),
             "features": vectors,
-            "source": pa.array(list(sources), pa.string()),
+            "source": pa.array(rows.sources, pa.string()),
             "featurizer_id": pa.array([featurizer_id] * n, pa.string()),
+            "type": pa.array(rows.types, pa.string()),
+            "origin": pa.array(rows.origins, pa.string()),
         }
     )
 
 
+def rows_of_table(columns: Mapping[str, Sequence[Any]]) -> TrainingRows:
+    """The rows of a training set read back (a pyarrow or pandas table's columns); a set written
+    before fruit types (no ``type``/``origin``) holds Fruits-360 specimens only."""
+    labels = [str(label) for label in columns["label"]]
+    sources = [str(source) for source in columns["source"]]
+    if "type" not in columns or "origin" not in columns:
+        return TrainingRows.of_specimens(labels, sources)
+    return TrainingRows(labels, [str(t) for t in columns["type"]], [str(o) for o in columns["origin"]], sources)
+
+
 def write_training_features(
-    client: Any,
-    settings: Settings,
-    version: str,
-    features: np.ndarray,
-    labels: Sequence[str],
-    sources: Sequence[str],
-    featurizer_id: str,
+    client: Any, settings: Settings, version: str, features: np.ndarray, rows: TrainingRows, featurizer_id: str
 ) -> str:
     """Store the labelled features a bundle was trained on (one Parquet object, written
     before the bundle, so a manifest never names a missing set); returns its folder URI."""
     import pyarrow.parquet as pq
 
     out = io.BytesIO()
-    pq.write_table(training_features_table(features, labels, sources, featurizer_id), out, compression="zstd")
+    pq.write_table(training_features_table(features, rows, featurizer_id), out, compression="zstd")
     uri = training_features_uri(settings, version)
     key = uri.removeprefix(f"s3://{settings.lake_bucket}/") + "/part-00000.parquet"
     client.put_object(Bucket=settings.lake_bucket, Key=key, Body=out.getvalue())
     return uri
 
 
-def training_features_writer(client: Any, settings: Settings) -> Callable[..., str]:
+def training_features_writer(client: Any, settings: Settings) -> Callable[[str, np.ndarray, TrainingRows, str], str]:
     """``training.trainer.train``'s ``save_features``: the labelled features go to the lake."""
 
-    def save(version: str, features: np.ndarray, labels: Sequence[str], sources: Sequence[str], featurizer_id: str) -> str:
-        return write_training_features(client, settings, version, features, labels, sources, featurizer_id)
+    def save(version: str, features: np.ndarray, rows: TrainingRows, featurizer_id: str) -> str:
+        return write_training_features(client, settings, version, features, rows, featurizer_id)
 
     return save
 

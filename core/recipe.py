@@ -62,6 +62,38 @@ class Labelled:
     """Rows whose label is a variety an answer can name (scored at variety level)."""
 
 
+FRUITS360, GROCERYSTORE, SYNTHETIC, EMPTY_SCENE = "fruits360", "grocerystore", "synthetic", "empty"
+"""Where a training row comes from: a Fruits-360 specimen, a real photo of a photo set (its own
+class, or NOT_OURS), a synthetic photo made of specimens, a scene without fruit (NOT_OURS)."""
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """What is known of each training image besides its features (stored with them in the lake)."""
+
+    labels: list[str]
+    types: list[str]
+    origins: list[str]
+    sources: list[str]
+    """Path or URI of the image, or how a synthetic one was made."""
+
+    def __post_init__(self) -> None:
+        if not len(self.labels) == len(self.types) == len(self.origins) == len(self.sources):
+            raise ValueError("labels, types, origins and sources must be as long as each other")
+
+    @classmethod
+    def of_specimens(cls, labels: Sequence[str], sources: Sequence[str]) -> TrainingRows:
+        """Fruits-360 specimens (their types from the catalog)."""
+        from core.model import catalog_types
+
+        return cls(list(labels), list(catalog_types(labels)), [FRUITS360] * len(labels), list(sources))
+
+    def labelled(self, x: np.ndarray) -> Labelled:
+        specimen = np.array([origin == FRUITS360 for origin in self.origins])
+        label_types = dict(zip(self.labels, self.types))
+        return Labelled(x, self.labels, label_types, specimen, specimen.copy())
+
+
 def fold_of_rows(labels: Sequence[str], folds: int) -> np.ndarray:
     """Fold of each row: within each class, in the given order, ``folds`` contiguous blocks."""
     fold = np.zeros(len(labels), dtype=np.int64)
