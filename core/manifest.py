@@ -171,6 +171,22 @@ class Manifest:
             validation=validation,
         )
 
+    def summary(self) -> str:
+        """One line for people: PCA, classes, calibration and scores."""
+        text = (
+            f"bundle {self.version}: PCA k={self.pca.k} ({100 * self.pca.explained_variance:.1f} % of variance), "
+            f"{self.classifier.classes} classes"
+        )
+        if self.calibration is not None:
+            text += f", T={self.calibration.temperature:.2f}, unsure below {self.calibration.unsure_below:.2f}"
+        if self.validation is not None:
+            text += f"; out of fold: type top-1 {100 * self.validation.type_top1_accuracy:.1f} %"
+        if self.evaluation is not None:
+            e = self.evaluation
+            text += f"; Test: variety top-1 {100 * e.top1_accuracy:.2f} %"
+            text += f", unsure {100 * e.unsure_share:.1f} %"
+        return text
+
     # --- JSON ---------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,3 +7,4 @@ from core.settings import PROJECT_ROOT
 SAMPLE_DATA = PROJECT_ROOT.parent / "shared" / "data"
 """The team's sample datasets (``fruits360/``, ``grocerystore/``), beside the checkout; never copied into it."""
 FRUITS360_SAMPLE = SAMPLE_DATA / "fruits360"
+GROCERYSTORE_SAMPLE = SAMPLE_DATA / "grocerystore"

@@ -67,12 +67,16 @@ def main() -> int:
     latencies = half.latencies()
     print()
     print(f"featurizer alone          {alone:8.0f} images/s")
-    print(f"end to end (5 services)   {end_to_end:8.0f} images/s  ({len(full.predictions)}/{len(full.sent_at)} predictions, "
-          f"{full.duplicates()} duplicates)")
+    print(
+        f"end to end (5 services)   {end_to_end:8.0f} images/s  ({len(full.predictions)}/{len(full.sent_at)} predictions, "
+        f"{full.duplicates()} duplicates)"
+    )
     print(f"ratio end-to-end / alone  {end_to_end / alone:8.2f}     (target ≥ 0.80)")
-    print(f"latency at {rate:.0f}/s         p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
-          f"p95 {1000 * percentile(latencies, 0.95):.0f} ms, p99 {1000 * percentile(latencies, 0.99):.0f} ms "
-          f"({len(latencies)} photos; target p99 ≤ 150 ms)")
+    print(
+        f"latency at {rate:.0f}/s         p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
+        f"p95 {1000 * percentile(latencies, 0.95):.0f} ms, p99 {1000 * percentile(latencies, 0.99):.0f} ms "
+        f"({len(latencies)} photos; target p99 ≤ 150 ms)"
+    )
     for name, peak in rss.items():
         print(f"peak RSS {name:<16} {peak / 2**20:8.0f} MB")
     print(f"(target ≤ 400 MB each; machine: {__import__('os').cpu_count()} cores)")

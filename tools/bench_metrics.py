@@ -44,7 +44,9 @@ def micro(batch_records: int, rounds: int = 20_000) -> dict[tuple[str, bool], fl
     now = time.time()
     timestamps = [int((now - 0.05) * 1000)] * batch_records
     received = datetime.now(timezone.utc) - timedelta(milliseconds=80)
-    predictions = [{"received_at": received, "confidence": 0.93, "label": f"Class {i % 7}"} for i in range(batch_records)]
+    predictions = [
+        {"received_at": received, "confidence": 0.93, "label": f"Class {i % 7}"} for i in range(batch_records)
+    ]
     cost = {}
     for enabled in (True, False):
         stage = metrics.stage_metrics(f"bench{int(enabled)}", "bench.out", enabled)
@@ -113,17 +115,18 @@ def ensure_model(settings: Settings, data: Path) -> None:
     from core.featurizer import Featurizer
     from core.model import ModelStore
     from core.s3 import s3_client
-    from training.trainer import train
+    from training.trainer import TrainingData, train
 
     store = ModelStore(s3_client(settings), settings.model_bucket)
     if store.current_version() is None:
         print("no current model: training a quick one (30 images per class)")
-        store.save(train(data / "Training", Featurizer(settings.featurizer_path), evaluate=False, per_class=30))
+        store.save(train(TrainingData(data, per_class=30), Featurizer(settings.featurizer_path), evaluate=False))
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_metrics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.bench_metrics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
     parser.add_argument("--photos", type=int, default=1000, help="photos per measured run (default 1000)")
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (default 2)")
@@ -134,9 +137,11 @@ def main() -> int:
     for batch in (1, 8, 64):
         cost = micro(batch)
         pipeline = {enabled: 5 * cost["stage", enabled] + cost["predict", enabled] for enabled in (True, False)}
-        print(f"micro, batch of {batch:2d}: stage loop {cost['stage', True] * 1e6:5.1f} µs/record, predict extras "
-              f"{cost['predict', True] * 1e6:4.1f} µs/record → 5 stages {pipeline[True] * 1e6:5.1f} µs/record "
-              f"with metrics, {pipeline[False] * 1e6:4.1f} µs without")
+        print(
+            f"micro, batch of {batch:2d}: stage loop {cost['stage', True] * 1e6:5.1f} µs/record, predict extras "
+            f"{cost['predict', True] * 1e6:4.1f} µs/record → 5 stages {pipeline[True] * 1e6:5.1f} µs/record "
+            f"with metrics, {pipeline[False] * 1e6:4.1f} µs without"
+        )
     if args.micro_only:
         return 0
 
@@ -144,23 +149,30 @@ def main() -> int:
     step = max(1, len(test.paths) // args.photos)
     photos = test.paths[::step][: args.photos]
     warm = test.paths[step // 2 :: step][:200]
-    with (own_stack() if args.own_stack else _existing()) as settings:
+    with own_stack() if args.own_stack else _existing() as settings:
         ensure_model(settings, args.data)
         results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         logs = Path(tempfile.mkdtemp(prefix="fruits-bench-logs-"))
         print(f"service logs in {logs}")
         for round_ in range(args.rounds):
-            for enabled in ((True, False) if round_ % 2 == 0 else (False, True)):
+            for enabled in (True, False) if round_ % 2 == 0 else (False, True):
                 cpu, rate = pipeline_run(settings, photos, warm, enabled, logs)
                 results[enabled].append((cpu, rate))
-                print(f"round {round_ + 1}, metrics {'on ' if enabled else 'off'}: "
-                      f"{cpu * 1000:6.2f} CPU ms/record (5 services), {rate:5.0f} records/s", flush=True)
+                print(
+                    f"round {round_ + 1}, metrics {'on ' if enabled else 'off'}: "
+                    f"{cpu * 1000:6.2f} CPU ms/record (5 services), {rate:5.0f} records/s",
+                    flush=True,
+                )
     on_cpu, off_cpu = (statistics.median(c for c, _ in results[e]) for e in (True, False))
     on_rate, off_rate = (statistics.median(r for _, r in results[e]) for e in (True, False))
-    print(f"\nmedian CPU per record: metrics on {on_cpu * 1000:.2f} ms, off {off_cpu * 1000:.2f} ms "
-          f"→ overhead {100 * (on_cpu / off_cpu - 1):+.1f} % (target ≤ 5 %)")
-    print(f"median throughput:     metrics on {on_rate:.0f}/s, off {off_rate:.0f}/s "
-          "(wall clock: on a shared machine mostly the other load)")
+    print(
+        f"\nmedian CPU per record: metrics on {on_cpu * 1000:.2f} ms, off {off_cpu * 1000:.2f} ms "
+        f"→ overhead {100 * (on_cpu / off_cpu - 1):+.1f} % (target ≤ 5 %)"
+    )
+    print(
+        f"median throughput:     metrics on {on_rate:.0f}/s, off {off_rate:.0f}/s "
+        "(wall clock: on a shared machine mostly the other load)"
+    )
     return 0
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from tqdm import tqdm
 
 from core.settings import get_settings
-from tools import FRUITS360_SAMPLE
+from tools import FRUITS360_SAMPLE, GROCERYSTORE_SAMPLE
+from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
 
 
 def _json_default(value: Any) -> Any:
@@ -87,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.lake import training_features_writer
     from core.model import ModelStore
     from core.s3 import check_bucket, s3_client
-    from training.trainer import train
+    from training.trainer import TrainingData, train
 
     settings = get_settings()
     client = s3_client(settings)
@@ -105,24 +106,24 @@ def cmd_train(args: argparse.Namespace) -> int:
             upload=args.upload,
         )
     else:
-        bundle = train(
+        data = TrainingData(
             args.data_dir,
+            grocerystore=None if args.no_grocerystore else args.grocerystore,
+            synthetic_per_class=args.synthetic_per_class,
+            empty_scenes=args.empty_scenes,
+            per_class=args.per_class,
+            seed=args.seed,
+        )
+        bundle = train(
+            data,
             Featurizer(settings.featurizer_path),
             min_explained_variance=args.min_explained_variance,
             evaluate=not args.no_evaluate,
-            per_class=args.per_class,
             save_features=training_features_writer(client, settings),
         )
     store = ModelStore(client, settings.model_bucket)
     store.save(bundle, make_current=not args.no_publish)
-    evaluation = bundle.manifest.evaluation
-    print(
-        f"bundle {bundle.version}: PCA k={bundle.pca.k} "
-        f"({100 * bundle.pca.explained_variance_ratio.sum():.1f} % of variance), "
-        f"{len(bundle.classifier.labels)} classes"
-        + (f", test top-1 accuracy {100 * evaluation.top1_accuracy:.2f} %" if evaluation else "")
-        + ("" if args.no_publish else f"; now current in s3://{settings.model_bucket}")
-    )
+    print(bundle.manifest.summary() + ("" if args.no_publish else f"; now current in s3://{settings.model_bucket}"))
     return 0
 
 
@@ -223,11 +224,29 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
         help="train a model bundle from labelled images and make it current",
-        description="Featurize DATA_DIR (Fruits-360 layout: Training/<label>/*.jpg, or the Training folder "
-        "itself), fit the PCA and the classifier, publish the bundle to the S3 model store. "
-        "A Test/ folder beside Training/ is scored and the accuracy stored in the bundle.",
+        description="Featurize Fruits-360 (DATA_DIR: Training/<label>/*.jpg, or the Training folder itself), "
+        "GroceryStore's phone photos, synthetic photos made of the Fruits-360 specimens and empty scenes; fit "
+        "the PCA, the calibrated classifier and its unsure threshold (out of fold), publish the bundle to the S3 "
+        "model store. A Test/ folder beside Training/ is scored and the scores stored in the bundle.",
     )
-    train.add_argument("data_dir", type=existing_dir, help="dataset root or its Training folder")
+    train.add_argument(
+        "data_dir", nargs="?", type=existing_dir, default=FRUITS360_SAMPLE,
+        help=f"Fruits-360 root or its Training folder (default: {FRUITS360_SAMPLE})",
+    )  # fmt: skip
+    train.add_argument(
+        "--grocerystore", type=existing_dir, default=GROCERYSTORE_SAMPLE if GROCERYSTORE_SAMPLE.is_dir() else None,
+        help=f"GroceryStore root or its train folder (default: {GROCERYSTORE_SAMPLE}, if there)",
+    )  # fmt: skip
+    train.add_argument("--no-grocerystore", action="store_true", help="train without the GroceryStore photos")
+    train.add_argument(
+        "--synthetic-per-class", type=non_negative_int, default=SYNTHETIC_PER_CLASS,
+        help=f"synthetic photos per Fruits-360 class (default: {SYNTHETIC_PER_CLASS}; local engine)",
+    )  # fmt: skip
+    train.add_argument(
+        "--empty-scenes", type=non_negative_int, default=EMPTY_SCENES,
+        help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES}; local engine)",
+    )  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos (default: 0)")
     train.add_argument(
         "--min-explained-variance",
         type=share,
@@ -341,6 +360,13 @@ def share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be ≥ 0, not {text}")
     return value
 
 

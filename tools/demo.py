@@ -7,6 +7,7 @@ from pathlib import Path
 
 from botocore.exceptions import BotoCoreError
 
+from tools import GROCERYSTORE_SAMPLE
 from tools.client import new_photo_id
 from tools.roundtrip import round_trip
 from core.featurizer import Featurizer
@@ -17,8 +18,10 @@ from tools.services import start_services, stop_services
 from core.s3 import check_bucket, s3_client
 from core.settings import Settings
 from tools.provision import ensure_buckets, ensure_topics
+from core.catalog import type_of
 from core.datasets import LabelledImages, list_images
-from training.trainer import train
+from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
+from training.trainer import TrainingData, train
 
 
 def spread(images: LabelledImages, limit: int | None) -> LabelledImages:
@@ -42,21 +45,29 @@ def prepare(settings: Settings, data: Path) -> str:
     try:
         ensure_buckets(settings)
     except BotoCoreError as exc:
-        raise ConnectionError(f"cannot reach S3 at {settings.s3_endpoint_url} (is the stack up? `make up`): {exc}") from exc
+        raise ConnectionError(
+            f"cannot reach S3 at {settings.s3_endpoint_url} (is the stack up? `make up`): {exc}"
+        ) from exc
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     store = ModelStore(client, settings.model_bucket)
     version = store.current_version()
-    if version is None:
-        print(f"no current model: training on {data / 'Training'} first")
-        bundle = train(
-            data / "Training",
-            Featurizer(settings.featurizer_path),
-            save_features=training_features_writer(client, settings),  # the streaming PCA retrains on them
+    featurizer = Featurizer(settings.featurizer_path)
+    why = "no current model" if version is None else None
+    if version is not None and (trained_for := store.load_manifest(version).featurizer_id) != featurizer.id:
+        why = f"the current bundle {version} is for featurizer {trained_for}, the services run {featurizer.id}"
+    if why is not None:
+        training = TrainingData(
+            data,
+            grocerystore=GROCERYSTORE_SAMPLE if GROCERYSTORE_SAMPLE.is_dir() else None,
+            synthetic_per_class=SYNTHETIC_PER_CLASS,
+            empty_scenes=EMPTY_SCENES,
         )
+        print(f"{why}: training on {training.describe()} first")
+        # The labelled features go to the lake: the streaming PCA retrains on them.
+        bundle = train(training, featurizer, save_features=training_features_writer(client, settings))
         store.save(bundle)
         version = bundle.version
-        accuracy = bundle.manifest.evaluation and bundle.manifest.evaluation.top1_accuracy
-        print(f"bundle {version} is current (PCA k={bundle.pca.k}, offline Test accuracy {accuracy})")
+        print(bundle.manifest.summary() + "; now current")
     return version
 
 
@@ -78,12 +89,17 @@ def run_demo(settings: Settings, data: Path, limit: int | None, rate: float) -> 
         stop_services(services)
 
     received = len(result.predictions)
-    correct = sum(found[0].label == label_of[photo_id] for photo_id, found in result.predictions.items())
+    first = {photo_id: found[0] for photo_id, found in result.predictions.items()}
+    correct = sum(p.label == label_of[photo_id] for photo_id, p in first.items())
+    type_correct = sum(p.fruit_type == type_of(label_of[photo_id]) for photo_id, p in first.items())
+    unsure = sum(p.unsure for p in first.values())
     latencies = result.latencies()
     print()
     print(f"photos sent            {len(photos)}")
     print(f"predictions received   {received} (missing {len(result.missing())}, duplicated {result.duplicates()})")
-    print(f"top-1 accuracy         {100 * correct / len(photos):.2f} %  ({correct}/{len(photos)})")
+    print(f"variety top-1 accuracy {100 * correct / len(photos):.2f} %  ({correct}/{len(photos)})")
+    print(f"type top-1 accuracy    {100 * type_correct / len(photos):.2f} %  ({type_correct}/{len(photos)})")
+    print(f"answered unsure        {100 * unsure / len(photos):.2f} %  ({unsure}/{len(photos)})")
     if latencies:
         print(
             f"latency (send→prediction) p50 {1000 * percentile(latencies, 0.5):.0f} ms, "

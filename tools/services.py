@@ -91,9 +91,7 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{service.name} not ready after {timeout:.0f} s; see {service.log_path}")
 
 
-def start_services(
-    log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0
-) -> dict[str, ServiceProcess]:
+def start_services(log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0) -> dict[str, ServiceProcess]:
     services = {name: start_service(name, log_dir, env, port_offset) for name in PIPELINE_SERVICES}
     try:
         for service in services.values():

@@ -21,7 +21,7 @@ from core.featurizer import Featurizer
 from core.model import ModelStore
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from training.trainer import train
+from training.trainer import TrainingData, train
 from tools.stack import kafka_server, seaweedfs_server, start_stack, stop_stack
 from tools.stack.supervisor import free_port_block
 
@@ -63,5 +63,5 @@ def trained(stack: Settings) -> Settings:
         pytest.skip(f"sample dataset not found at {SAMPLE_DATA}")
     settings = get_settings()
     store = ModelStore(s3_client(settings), settings.model_bucket)
-    store.save(train(SAMPLE_DATA, Featurizer(settings.featurizer_path), evaluate=False, per_class=30))
+    store.save(train(TrainingData(SAMPLE_DATA, per_class=30), Featurizer(settings.featurizer_path), evaluate=False))
     return settings

@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import lake
+from core.model import NOT_OURS
+from core.recipe import TrainingRows
 from core.settings import Settings
 
 
@@ -30,14 +32,23 @@ def test_training_features_are_one_parquet_object_in_their_version_folder():
     client = Recorder()
     settings = Settings(lake_bucket="lake", lake_prefix="p")
     x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
-    uri = lake.write_training_features(client, settings, "v9", x, list("aabbc"), [f"f{i}" for i in range(5)], "f@1")
+    rows = TrainingRows(list("aabbc"), ["apple", "apple", "pear", "pear", NOT_OURS],
+                        ["fruits360"] * 2 + ["grocerystore"] * 3, [f"f{i}" for i in range(5)])  # fmt: skip
+    uri = lake.write_training_features(client, settings, "v9", x, rows, "f@1")
     assert uri == "s3://lake/p/training_features/version=v9"
     ((bucket, key), body), = client.puts.items()
     assert (bucket, key) == ("lake", "p/training_features/version=v9/part-00000.parquet")
     table = pq.read_table(io.BytesIO(body))
-    assert table.column_names == ["label", "features", "source", "featurizer_id"]
+    assert table.column_names == ["label", "features", "source", "featurizer_id", "type", "origin"]
     np.testing.assert_array_equal(np.array(table["features"].to_pylist(), dtype=np.float32), x)
     assert table["label"].to_pylist() == list("aabbc") and set(table["featurizer_id"].to_pylist()) == {"f@1"}
+    assert lake.rows_of_table(table.to_pydict()) == rows
+
+
+def test_training_features_written_before_types_read_as_specimens():
+    old = {"label": ["Apple Golden 1", "Banana 1"], "source": ["a.jpg", "b.jpg"]}
+    rows = lake.rows_of_table(old)
+    assert rows.types == ["apple", "banana"] and rows.origins == ["fruits360", "fruits360"]
 
 
 def test_read_table_retries_when_a_listed_file_vanished(tmp_path, monkeypatch):

@@ -72,7 +72,9 @@ def up(settings: Settings, port: int = DEFAULT_PORT, config: Path = CONFIG, time
     data.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     pid = spawn(settings, NAME, prometheus_argv(config.resolve(), data, port))
-    wait_ready(settings, NAME, lambda _: None if ready(url) else f"{url}/-/ready does not answer", pid, started, timeout)
+    wait_ready(
+        settings, NAME, lambda _: None if ready(url) else f"{url}/-/ready does not answer", pid, started, timeout
+    )
     print(f"prometheus: running (pid {pid}), scraping the services of {config}", flush=True)
     print(f"prometheus: {url}  (alerts: {url}/alerts, targets: {url}/targets)", flush=True)
     return url
