@@ -82,6 +82,12 @@ PCA_EXPLAINED_VARIANCE = Gauge(
     "fruits_pca_explained_variance_ratio", "Share of the feature variance kept by the current PCA's k components."
 )
 PCA_COMPONENTS = Gauge("fruits_pca_components", "Number of components (k) of the current PCA.")
+PCA_REFITS = Counter(
+    "fruits_pca_refits_total",
+    "Bundles the streaming job refitted, by outcome: promoted (made current) or held_back (kept as a "
+    "candidate: its out-of-fold validation was worse than the current bundle's).",
+    ["outcome"],
+)
 PREDICTIONS = Counter("fruits_predictions_total", "Predictions, by predicted class (141 classes).", ["label"])
 PREDICTED_TYPES = Counter(
     "fruits_predicted_types_total",

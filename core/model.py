@@ -308,8 +308,8 @@ class ModelStore:
                 coef=clf.coef,
                 intercept=clf.intercept,
                 label_types=np.array(clf.label_types),
-                temperature=np.float32(clf.temperature),
-                unsure_below=np.float32(clf.unsure_below),
+                temperature=np.float64(clf.temperature),
+                unsure_below=np.float64(clf.unsure_below),
             ),  # fmt: skip
             "application/octet-stream",
         )

@@ -17,9 +17,7 @@ PIPELINE_SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="FRUITS_", frozen=True, extra="ignore", use_attribute_docstrings=True
-    )
+    model_config = SettingsConfigDict(env_prefix="FRUITS_", frozen=True, extra="ignore", use_attribute_docstrings=True)
 
     # --- Kafka -------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
@@ -132,6 +130,10 @@ class Settings(BaseSettings):
     """… or once this many seconds passed since the last publication, if any new row arrived."""
     pca_min_explained_variance: float = Field(default=0.98, gt=0, le=1)
     """Share of the variance the streaming job's PCA keeps (the fewest components reaching it)."""
+    pca_promotion_tolerance: float = Field(default=0.005, ge=0, le=1)
+    """A refitted bundle becomes current only if its out-of-fold type and variety accuracy and its
+    not-ours unsure share are each at most this much below the current bundle's; else it is kept
+    as a candidate (`fruits model promote`)."""
 
     # --- Local stack --------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".stack"

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from core.evaluation import evaluate
-from core.lake import to_s3a
+from core.lake import rows_of_table, to_s3a
 from core.manifest import Manifest, PcaStream, TrainedOn
-from core.metrics import ModelMetrics
-from core.model import ModelBundle, ModelStore, PcaStats, fit_classifier, new_version
+from core.metrics import PCA_REFITS, ModelMetrics
+from core.model import ModelBundle, ModelStore, PcaStats, new_version
+from core.recipe import TrainingRows, fit_calibrated, not_worse
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -187,17 +187,23 @@ class LabelledFeatures:
     uri: str
     featurizer_id: str
     features: np.ndarray
-    labels: list[str]
+    rows: TrainingRows
+
+    @property
+    def labels(self) -> list[str]:
+        return self.rows.labels
 
 
 def read_labelled_features(spark: SparkSession, uri: str) -> LabelledFeatures:
     """A training set written by a trainer (``core.lake``), collected to the driver."""
-    table = spark.read.parquet(to_s3a(uri)).select("label", "features", "featurizer_id").toPandas()
+    frame = spark.read.parquet(to_s3a(uri))
+    wanted = ["label", "features", "featurizer_id", "source", "type", "origin"]
+    table = frame.select(*(c for c in wanted if c in frame.columns)).toPandas()
     featurizer_ids = set(table["featurizer_id"])
     if len(featurizer_ids) != 1:
         raise ValueError(f"{uri} mixes featurizers: {sorted(featurizer_ids)}")
     features = np.stack(table["features"].to_numpy()).astype(np.float32)
-    return LabelledFeatures(uri, featurizer_ids.pop(), features, [str(label) for label in table["label"]])
+    return LabelledFeatures(uri, featurizer_ids.pop(), features, rows_of_table(table))
 
 
 class PcaPublisher:
@@ -221,7 +227,8 @@ class PcaPublisher:
         return self._training
 
     def publish(self, state: PcaState) -> str | None:
-        """Publish a new bundle (PCA from ``state`` + classifier trained for it); its version, or None and why in the log."""
+        """Refit a bundle (PCA from ``state`` + classifier trained for it) and make it current if its
+        validation is not worse; its version (current or held back), or None and why in the log."""
         current = self.store.current_version()
         if current is None:
             log.warning("PCA not published: the model store has no current bundle (train one with `fruits train`)")
@@ -231,13 +238,30 @@ class PcaPublisher:
         if training is None:
             return None
         bundle = self.refit(state, training, parent)
-        self.store.save(bundle)  # the bundle's files first, then current.json
+        promote, why = self.promotable(bundle.manifest, parent)
+        self.store.save(bundle, make_current=promote)  # the bundle's files first, then current.json
+        PCA_REFITS.labels("promoted" if promote else "held_back").inc()
+        if not promote:
+            log.warning(
+                "bundle %s held back as a candidate (`fruits model promote %s` to use it anyway): its validation is "
+                "worse than the current bundle %s's: %s", bundle.version, bundle.version, parent.version, why,
+            )  # fmt: skip
+            return bundle.version
         self.model_metrics.use_pca(bundle.version, bundle.pca.explained_variance_ratio)
         log.info(
-            "published bundle %s: PCA of %d streamed rows, k=%d (%.1f %% of the variance), classifier retrained on %s",
-            bundle.version, state.stats.count, bundle.pca.k, 100 * bundle.pca.explained_variance_ratio.sum(), training.uri,
+            "published bundle %s: PCA of %d streamed rows, k=%d (%.1f %% of the variance), classifier "
+            "retrained on %s; %s",
+            bundle.version, state.stats.count, bundle.pca.k, 100 * bundle.pca.explained_variance_ratio.sum(),
+            training.uri, why,
         )  # fmt: skip
         return bundle.version
+
+    def promotable(self, candidate: Manifest, current: Manifest) -> tuple[bool, str]:
+        """Whether a refit may replace the current bundle: its out-of-fold validation is not worse."""
+        if current.validation is None:
+            return True, f"the current bundle {current.version} has no validation to compare with"
+        assert candidate.validation is not None, "refit() validates every refit"
+        return not_worse(candidate.validation, current.validation, self.settings.pca_promotion_tolerance)
 
     def _training_for(self, parent: Manifest, state: PcaState) -> LabelledFeatures | None:
         """The labelled features the current bundle was trained on, or None (and why in the log)."""
@@ -259,11 +283,12 @@ class PcaPublisher:
 
     def refit(self, state: PcaState, training: LabelledFeatures, parent: Manifest) -> ModelBundle:
         """The PCA of the streamed statistics and a classifier trained on its projections of
-        ``training``, scored on ``training`` (there is no held-out set here)."""
+        ``training`` with the trainers' recipe (calibration, unsure threshold, out-of-fold
+        validation: there is no held-out set here)."""
         started = time.perf_counter()
         min_explained_variance = self.settings.pca_min_explained_variance
         pca = state.stats.fit(min_explained_variance)
-        classifier = fit_classifier(pca.transform(training.features), training.labels)
+        classifier, calibration, validation = fit_calibrated(training.rows.labelled(pca.transform(training.features)))
         bundle = ModelBundle(new_version(), state.featurizer_id, pca, classifier)
         training_seconds = time.perf_counter() - started
         labels = training.labels
@@ -275,10 +300,10 @@ class PcaPublisher:
             min_explained_variance=min_explained_variance,
             training_seconds=training_seconds,
             training_features=training.uri,
-            evaluation=evaluate(bundle, training.features, labels),
-            evaluated_on=training.uri,
             parent_version=parent.version,
             pca_stream=PcaStream(self.settings.topic_features, state.stats.count, state.batch_id),
+            calibration=calibration,
+            validation=validation,
         )
         return replace(bundle, manifest=manifest)
 
@@ -330,6 +355,8 @@ class PcaUpdater:
         log.info("PCA: refitting from %d rows: %s", state.stats.count, reason)
         version = self.publisher.publish(state)
         if version is not None:
-            state = replace(state, rows_at_publish=state.stats.count, published_at=self.clock(), published_version=version)
+            state = replace(
+                state, rows_at_publish=state.stats.count, published_at=self.clock(), published_version=version
+            )
             self.states.save(state)
         return state

@@ -31,8 +31,9 @@ from core.evaluation import Evaluation
 from core.evaluation import evaluate as evaluate_bundle  # `evaluate` is train_with_spark()'s flag
 from core.featurizer import Featurizer, model_id
 from core.imaging import preprocess
-from core.manifest import Manifest, TrainedOn
-from core.model import Classifier, ModelBundle, Pca, fit_classifier, new_version
+from core.manifest import Calibration, Manifest, TrainedOn
+from core.model import Classifier, ModelBundle, Pca, new_version
+from core.recipe import TrainingRows, fit_calibrated
 from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from spark import transforms
@@ -60,9 +61,7 @@ def upload_split(settings: Settings, split_dir: Path, split: str) -> int:
     present: dict[str, int] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.lake_bucket, Prefix=prefix):
         present.update({obj["Key"]: obj["Size"] for obj in page.get("Contents", [])})
-    files = sorted(
-        p for p in split_dir.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    files = sorted(p for p in split_dir.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     todo = [(p, f"{prefix}{p.parent.name}/{p.name}") for p in files]
     todo = [(p, key) for p, key in todo if present.get(key) != p.stat().st_size]
 
@@ -136,7 +135,9 @@ def labelled_images(spark: SparkSession, settings: Settings, split: str, per_cla
     return read(uri).select("path", "label", "content")
 
 
-def featurized(spark: SparkSession, settings: Settings, split: str, featurizer_id: str, per_class: int | None) -> DataFrame:
+def featurized(
+    spark: SparkSession, settings: Settings, split: str, featurizer_id: str, per_class: int | None
+) -> DataFrame:
     images = labelled_images(spark, settings, split, per_class)
     # Spread the small files over enough tasks for every core (binaryFile packs them into few).
     partitions = max(2 * spark.sparkContext.defaultParallelism, 4)
@@ -145,18 +146,22 @@ def featurized(spark: SparkSession, settings: Settings, split: str, featurizer_i
     )
 
 
-def projected(features: DataFrame, pca: Pca) -> tuple[np.ndarray, list[str]]:
-    """PCA projections (computed on the executors) and labels, collected to the driver."""
+def projected(features: DataFrame, pca: Pca) -> tuple[np.ndarray, list[str], list[str]]:
+    """PCA projections (computed on the executors), labels and paths, collected to the driver in
+    path order (the frames of a class in sequence, as the recipe's folds want them)."""
     mean, components = pca.mean, pca.components
 
     def project(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             x = np.stack(batch["features"].to_numpy()).astype(np.float32)
             y = (x - mean) @ components.T
-            yield pd.DataFrame({"label": batch["label"], "projection": list(y.astype(np.float32))})
+            yield pd.DataFrame(
+                {"path": batch["path"], "label": batch["label"], "projection": list(y.astype(np.float32))}
+            )
 
-    rows = features.select("label", "features").mapInPandas(project, "label string, projection array<float>").toPandas()
-    return np.stack(rows["projection"].to_numpy()), [str(label) for label in rows["label"]]
+    schema = "path string, label string, projection array<float>"
+    rows = features.select("path", "label", "features").mapInPandas(project, schema).toPandas().sort_values("path")
+    return np.stack(rows["projection"].to_numpy()), [str(v) for v in rows["label"]], [str(v) for v in rows["path"]]
 
 
 def evaluate_on_executors(features: DataFrame, bundle: ModelBundle) -> Evaluation:
@@ -195,7 +200,7 @@ def fit_on_training_split(
     features_uri: str,
     min_explained_variance: float,
     per_class: int | None,
-) -> tuple[Pca, Classifier, list[str]]:
+) -> tuple[Pca, Classifier, list[str], Calibration, Evaluation]:
     """Featurize the Training split once, store the labelled features at ``features_uri``, fit the
     PCA (partial statistics on the executors) and the classifier (on the driver); and the labels."""
     training = featurized(spark, settings, "Training", featurizer_id, per_class).persist()
@@ -209,9 +214,12 @@ def fit_on_training_split(
         )  # fmt: skip
         dim = len(training.select("features").first()[0])
         pca = transforms.pca_stats(training, dim).fit(min_explained_variance)
-        log.info("PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum())
-        x, labels = projected(training, pca)
-        return pca, fit_classifier(x, labels), labels
+        log.info(
+            "PCA: k=%d components explain %.1f %% of the variance", pca.k, 100 * pca.explained_variance_ratio.sum()
+        )
+        x, labels, paths = projected(training, pca)
+        classifier, calibration, validation = fit_calibrated(TrainingRows.of_specimens(labels, paths).labelled(x))
+        return pca, classifier, labels, calibration, validation
     finally:
         training.unpersist()
 
@@ -244,7 +252,7 @@ def train_with_spark(
     spark = spark_session(settings, "fruits-train")
     version = new_version()
     features_uri = lake.training_features_uri(settings, version)
-    pca, classifier, labels = fit_on_training_split(
+    pca, classifier, labels, calibration, validation = fit_on_training_split(
         spark, settings, featurizer_id, features_uri, min_explained_variance, per_class
     )
     bundle = ModelBundle(version, featurizer_id, pca, classifier)
@@ -259,6 +267,8 @@ def train_with_spark(
         training_features=features_uri,
         evaluation=scored,
         evaluated_on=None if scored is None else lake.lake_uri(settings, IMAGES, "Test"),
+        calibration=calibration,
+        validation=validation,
     )
     log.info("spark training done in %.0f s", time.perf_counter() - started)
     return replace(bundle, manifest=manifest)

@@ -36,7 +36,9 @@ def _error_class(value: Column, headers: list[bytes], record: Column) -> Column:
     known = F.substring(value, 1, HEADER_SIZE).isin([bytearray(header) for header in headers])
     return (
         F.when(value.isNull() | (F.length(value) == 0), F.lit(Reason.EMPTY_RECORD.value))
-        .when(F.substring(value, 1, len(MARKER)) != F.lit(bytearray(MARKER)), F.lit(Reason.NOT_AVRO_SINGLE_OBJECT.value))
+        .when(
+            F.substring(value, 1, len(MARKER)) != F.lit(bytearray(MARKER)), F.lit(Reason.NOT_AVRO_SINGLE_OBJECT.value)
+        )
         .when(~known, F.lit(Reason.FOREIGN_SCHEMA.value))
         .when(record.isNull(), F.lit(Reason.CORRUPT_AVRO.value))
     )
@@ -50,7 +52,9 @@ def _decoded_record(value: Column, type_name: str) -> Column:
     body = F.expr(f"substring(value, {HEADER_SIZE + 1}, length(value) - {HEADER_SIZE})")
     header = F.substring(value, 1, HEADER_SIZE)
     # PERMISSIVE: a corrupt body gives null instead of failing the batch.
-    record = F.when(header == F.lit(bytearray(avro_type(type_name).header)), from_avro(body, current, {"mode": "PERMISSIVE"}))
+    record = F.when(
+        header == F.lit(bytearray(avro_type(type_name).header)), from_avro(body, current, {"mode": "PERMISSIVE"})
+    )
     for path in sorted(HISTORY_DIR.glob(f"{type_name}.v*.avsc")):
         earlier_header = single_object_header(load_schema_file(path))
         options = {"mode": "PERMISSIVE", "avroSchema": current}

@@ -7,11 +7,13 @@ import json
 from dataclasses import replace
 
 import numpy as np
+from prometheus_client import REGISTRY
 import pytest
 
-from core.evaluation import evaluate
+from core.evaluation import Evaluation
 from core.manifest import BUNDLE_FORMAT, Manifest, PcaStream, TrainedOn
 from core.model import ModelBundle, ModelStore, PcaStats, fit_classifier
+from core.recipe import TrainingRows
 from core.settings import Settings
 from spark.pca_update import (
     LabelledFeatures,
@@ -150,10 +152,11 @@ def labelled(seed: int = 1) -> LabelledFeatures:
     labels = ["a", "b"] * 30
     centres = {"a": np.full(DIM, 2.0), "b": np.zeros(DIM)}
     x = np.stack([centres[label] for label in labels]) + rng.normal(0, 0.3, (60, DIM))
-    return LabelledFeatures("s3://lake/training_features/version=v0", FEATURIZER, x.astype(np.float32), labels)
+    rows = TrainingRows.of_specimens(labels, [f"frame{i}.jpg" for i in range(len(labels))])
+    return LabelledFeatures("s3://lake/training_features/version=v0", FEATURIZER, x.astype(np.float32), rows)
 
 
-def store_with_current(training_features: str | None) -> ModelStore:
+def store_with_current(training_features: str | None, validation: Evaluation | None = None) -> ModelStore:
     store = ModelStore(MemoryS3(), "models")
     training = labelled()
     stats = PcaStats.empty(DIM)
@@ -162,7 +165,7 @@ def store_with_current(training_features: str | None) -> ModelStore:
     bundle = ModelBundle("v0", FEATURIZER, pca, fit_classifier(pca.transform(training.features), training.labels))
     manifest = Manifest.describe(
         bundle, trained_on=TrainedOn("local", "data/Training", 60, 2, per_class_limit=30), min_explained_variance=0.98,
-        training_seconds=1.0, training_features=training_features,
+        training_seconds=1.0, training_features=training_features, validation=validation,
     )  # fmt: skip
     store.save(replace(bundle, manifest=manifest))
     return store
@@ -186,9 +189,11 @@ def test_publishes_the_new_pca_with_a_classifier_trained_for_it():
     assert manifest.pca.stream == PcaStream(Settings().topic_features, rows=60, through_batch_id=9)
     assert manifest.trained_on == TrainedOn("streaming", training.uri, 60, 2, per_class_limit=30)
     assert 0.98 <= manifest.pca.explained_variance <= 1.0 and manifest.pca.min_explained_variance == 0.98
-    # Scored with the one evaluate(), on its training features (a refit has no held-out set).
-    assert manifest.evaluated_on == training.uri
-    assert manifest.evaluation == evaluate(bundle, training.features, training.labels)
+    # The trainers' recipe: calibrated, and validated out of fold (a refit has no held-out set).
+    assert manifest.calibration.temperature == bundle.classifier.temperature > 0
+    assert manifest.calibration.unsure_below == bundle.classifier.unsure_below
+    assert manifest.validation.images == 60 and manifest.validation.top1_accuracy == 1.0
+    assert manifest.evaluation is None
     assert bundle.classifier.coef.shape[1] == bundle.pca.k  # trained on this PCA's projections
     projected = bundle.pca.transform(training.features)
     predicted = np.asarray(bundle.classifier.labels)[bundle.classifier.predict_proba(projected).argmax(axis=1)]
@@ -205,8 +210,34 @@ def test_publishes_nothing_without_labelled_features(caplog):
 
 def test_publishes_nothing_for_another_featurizer(caplog):
     training = labelled()
-    other = LabelledFeatures(training.uri, "other@123", training.features, training.labels)
+    other = LabelledFeatures(training.uri, "other@123", training.features, training.rows)
     store = store_with_current(training.uri)
     with caplog.at_level("WARNING"):
         assert PcaPublisher(Settings(), store, lambda uri: other).publish(streamed_state()) is None
     assert store.current_version() == "v0" and "featurizer other@123" in caplog.text
+
+
+def refits(outcome: str) -> float:
+    return REGISTRY.get_sample_value("fruits_pca_refits_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_refit_worse_than_the_current_bundle_is_held_back_as_a_candidate(caplog):
+    training = labelled()
+    # The current bundle claims a perfect out-of-fold validation, with every not-ours photo caught.
+    perfect = Evaluation(images=60, top1_correct=60, typed=60, type_top1_correct=60, foreign=10, foreign_unsure=10)
+    store = store_with_current(training.uri, validation=perfect)
+    before = refits("held_back")
+    with caplog.at_level("WARNING"):
+        version = PcaPublisher(Settings(), store, lambda uri: training).publish(streamed_state())
+    assert version is not None and version in store.versions() and store.current_version() == "v0"
+    assert refits("held_back") == before + 1
+    assert f"bundle {version} held back as a candidate" in caplog.text and "foreign_unsure_share" in caplog.text
+
+
+def test_a_refit_as_good_as_the_current_bundle_is_promoted():
+    training = labelled()
+    same = Evaluation(images=60, top1_correct=60, typed=60, type_top1_correct=60)
+    store = store_with_current(training.uri, validation=same)
+    before = refits("promoted")
+    version = PcaPublisher(Settings(), store, lambda uri: training).publish(streamed_state())
+    assert store.current_version() == version and refits("promoted") == before + 1
