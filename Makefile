@@ -71,7 +71,7 @@ status:  ## what runs, and where
 demo: up  ## train if needed, stream the sample's Test images through the five services
 	$(VENV)/bin/fruits demo --data $(DATA)
 
-train: up  ## train a new model bundle on $(DATA) and make it current
+train: up  ## train a new model bundle (Fruits-360 $(DATA), GroceryStore train, synthetic photos) and make it current
 	$(VENV)/bin/fruits train $(DATA)
 
 train-spark: up  ## the same with Spark (FRUITS_SPARK_MASTER): upload $(DATA)'s images to the lake, train, publish
@@ -88,6 +88,11 @@ monitor: setup  ## start Prometheus on 127.0.0.1:$(PROMETHEUS_PORT) against the 
 
 monitor-down:  ## stop the Prometheus started by `make monitor` (its data is kept in .stack/prometheus)
 	$(PY) -m tools.monitor down
+
+EVAL_DIRS ?= ../shared/data/grocerystore/val $(DATA)/Test .stack/eval
+evaluate: up  ## score the current bundle offline on GroceryStore val, $(DATA)/Test and 500 generated non-fruit images
+	$(PY) -m tools.nonfruit .stack/eval --count 500
+	$(VENV)/bin/fruits evaluate --offline --json .stack/eval/report.json $(EVAL_DIRS)
 
 bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
 	$(PY) -m tools.bench --data $(DATA)

@@ -53,3 +53,15 @@ def test_report_per_type_confusions_and_not_ours():
 def test_expected_calibration_error():
     assert expected_calibration_error([0.95, 0.95], [True, True]) == pytest.approx(0.05)
     assert expected_calibration_error([0.55, 0.95], [False, True]) == pytest.approx(0.5 * 0.55 + 0.5 * 0.05)
+
+
+def test_nonfruit_generator_is_seeded_and_evaluate_reads_it_as_not_ours(tmp_path: Path):
+    from tools.nonfruit import KINDS, write_nonfruit
+
+    first, again = write_nonfruit(tmp_path / "a", 8, seed=3), write_nonfruit(tmp_path / "b", 8, seed=3)
+    names = sorted(p.name for p in first.iterdir())
+    assert len(names) == 8 and {name.split("-")[0] for name in names} == set(KINDS)
+    assert all((first / n).read_bytes() == (again / n).read_bytes() for n in names)
+    other = write_nonfruit(tmp_path / "c", 8, seed=4)
+    assert any((first / n).read_bytes() != (other / n).read_bytes() for n in names)
+    assert {truth for _, truth in labelled_photos(tmp_path / "a")} == {Truth(None, NOT_OURS)}
