@@ -162,3 +162,57 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, vic
     assert result.missing() == [], f"{len(result.missing())} photos lost after killing {victim}"
     assert result.duplicates() == 0, f"duplicated: {[p for p, n in counts.items() if n > 1][:5]}"
     assert len(counts) == len(photos)
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tools.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def evaluation_folder(tmp_path) -> tuple:
+    """Two Test photos of each of three varieties (in Fruits-360 folders) and four generated non-fruit images."""
+    from tools.nonfruit import write_nonfruit
+
+    root = tmp_path / "eval"
+    for label in ("Banana 1", "Kiwi 1", "Lemon 1"):
+        (root / label).mkdir(parents=True)
+        for photo in sorted((DATA / "Test" / label).iterdir())[:2]:
+            (root / label / photo.name).write_bytes(photo.read_bytes())
+    write_nonfruit(root, 4, seed=1)
+    return root
+
+
+def test_evaluate_offline_and_through_the_pipeline_agree(settings, services, tmp_path):
+    root = evaluation_folder(tmp_path)
+    offline = cli("evaluate", "--offline", "--json", str(tmp_path / "offline.json"), str(root))
+    assert offline.returncode == 0, offline.stderr
+    through = cli("evaluate", "--json", str(tmp_path / "through.json"), str(root))
+    assert through.returncode == 0, through.stderr
+    import json
+
+    reports = [json.loads((tmp_path / f"{name}.json").read_text())[str(root)] for name in ("offline", "through")]
+    for report in reports:
+        scores = report["evaluation"]
+        assert (scores["images"], scores["typed"], scores["foreign"]) == (6, 6, 4)
+        assert scores["type_top1_accuracy"] >= 5 / 6 and set(report["per_type"]) == {"banana", "kiwi", "lemon"}
+    # The same photos, the same bundle, the same code: the same answers either way.
+    assert reports[0]["evaluation"] == reports[1]["evaluation"]
+    assert "type top-1" in offline.stdout and "not-ours photos unsure" in through.stdout
+
+
+def test_model_list_promote_and_rollback(settings):
+    listed = cli("model", "list", timeout=60)
+    assert listed.returncode == 0 and " current " in listed.stdout, listed.stdout + listed.stderr
+    (current,) = [line.split()[0] for line in listed.stdout.splitlines() if " current " in line]
+    assert cli("model", "promote", "no-such-version", timeout=60).returncode == 1
+    from core.model import ModelStore
+
+    store = ModelStore(s3_client(settings), settings.model_bucket)
+    history = store.previous_versions()
+    assert cli("model", "promote", current, timeout=60).returncode == 0  # promoting the current one changes nothing
+    assert store.current_version() == current and store.previous_versions() == history
+    rolled = cli("model", "rollback", timeout=60)
+    if not history:
+        assert rolled.returncode == 1 and "no earlier current bundle" in rolled.stderr
+    else:  # another test published before: roll back to it, then forward again
+        assert rolled.returncode == 0 and store.current_version() == history[0]
+        assert cli("model", "promote", current, timeout=60).returncode == 0 and store.current_version() == current
