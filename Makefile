@@ -97,6 +97,9 @@ evaluate: up  ## score the current bundle offline on GroceryStore val, $(DATA)/T
 bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
 	$(PY) -m tools.bench --data $(DATA)
 
+bench-featurizers: setup  ## throughput of each ONNX featurizer in core/models, in one run, relative to MobileNetV2-100
+	$(PY) -m tools.bench_featurizers
+
 bench-metrics: setup  ## metrics on vs off: CPU per record of the five services, on a throwaway stack
 	$(PY) -m tools.bench_metrics --own-stack --data $(DATA)
 

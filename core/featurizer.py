@@ -1,4 +1,4 @@
-"""The ONNX featurizer: uint8 RGB images (N, 100, 100, 3) in, float32 features out.
+"""The ONNX featurizer: uint8 RGB images (N, S, S, 3) in, float32 features out.
 
 Normalisation is inside the ONNX graph, so callers feed the output of
 ``core.imaging.preprocess`` as it is. See ``core/models/MODEL_CARD.md``."""
@@ -41,9 +41,26 @@ class Featurizer:
     def id(self) -> str:
         return model_id(self.path)
 
+    @property
+    def input_size(self) -> int:
+        """Side of the square images the model takes (from its ``image`` input: [N, S, S, 3])."""
+        (image,) = [i for i in self.session.get_inputs() if i.name == "image"]
+        side = image.shape[1]
+        if not isinstance(side, int) or image.shape[2] != side:
+            raise ValueError(f"{self.path}: input 'image' has shape {image.shape}, expected [N, S, S, 3]")
+        return side
+
+    def check_input_size(self, expected: int) -> None:
+        """Refuse a model whose input size is not what preprocess makes (a clear error at start)."""
+        if self.input_size != expected:
+            raise ValueError(
+                f"{self.path} takes {self.input_size}×{self.input_size} images but preprocess makes "
+                f"{expected}×{expected} (core.imaging.MODEL_INPUT_SIZE): use the matching featurizer"
+            )
+
     def warm_up(self) -> None:
         """Create the session and run one batch, so the first real batch is not slow."""
-        self(np.zeros((1, 100, 100, 3), dtype=np.uint8))
+        self(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of a batch of uint8 images shaped (N, H, W, 3)."""
