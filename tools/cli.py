@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -342,32 +343,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
+def number_in(cast: Callable[[str], float], accepts: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: ``cast`` the text, refuse a value ``accepts`` rejects ("must be {what}")."""
+
+    def parse(text: str) -> float:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+        return value
+
+    return parse
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, not {text}")
-    return value
-
-
-def share(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, not {text}")
-    return value
+positive_float = number_in(float, lambda v: v > 0, "> 0")
+positive_int = number_in(int, lambda v: v >= 1, "≥ 1")
+non_negative_int = number_in(int, lambda v: v >= 0, "≥ 0")
+share = number_in(float, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def existing_dir(text: str) -> Path:
