@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.records import Prediction
 from core.settings import get_settings
 from tools import FRUITS360_SAMPLE, GROCERYSTORE_SAMPLE
 from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
@@ -70,10 +71,7 @@ def cmd_consume(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(prediction.to_avro(), default=_json_default), flush=True)
             else:
-                name = f" — {prediction.fruit.common_name}" if prediction.fruit else ""
-                print(
-                    f"{prediction.photo.photo_id}  {prediction.label} ({prediction.confidence:.1%}){name}", flush=True
-                )
+                print(f"{prediction.photo.photo_id}  {prediction_line(prediction)}", flush=True)
             count += 1
             if args.count and count >= args.count:
                 break
@@ -82,6 +80,16 @@ def cmd_consume(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     return 0
+
+
+def prediction_line(prediction: Prediction) -> str:
+    """What a person reads of a prediction: the type, or the three likeliest when unsure."""
+    if prediction.fruit_type is None:  # written before fruit types (schema v1)
+        return f"{prediction.label} ({prediction.confidence:.0%})"
+    if prediction.unsure:
+        likeliest = " · ".join(f"{t.label} {t.confidence:.0%}" for t in prediction.top5_types[:3])
+        return f"unsure: {likeliest}"
+    return f"{prediction.fruit_type} ({prediction.type_confidence:.0%}), {prediction.label}"
 
 
 def cmd_train(args: argparse.Namespace) -> int:

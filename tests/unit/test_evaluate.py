@@ -1,5 +1,6 @@
 """`fruits evaluate`: what a folder says a photo shows, and the report (no servers)."""
 
+from dataclasses import replace
 from pathlib import Path, PurePath
 
 import pytest
@@ -65,3 +66,20 @@ def test_nonfruit_generator_is_seeded_and_evaluate_reads_it_as_not_ours(tmp_path
     other = write_nonfruit(tmp_path / "c", 8, seed=4)
     assert any((first / n).read_bytes() != (other / n).read_bytes() for n in names)
     assert {truth for _, truth in labelled_photos(tmp_path / "a")} == {Truth(None, NOT_OURS)}
+
+
+def test_consume_shows_the_type_or_the_three_likeliest_when_unsure():
+    from datetime import datetime, timezone
+
+    from core.records import ModelVersions, PhotoRef, Prediction, ScoredLabel
+    from tools.cli import prediction_line
+
+    now = datetime.now(timezone.utc)
+    base = Prediction(PhotoRef("p", "u", now, now, "eu", "s3://b/k"), now, "Apple Golden 1", 0.5, [],
+                      ModelVersions("f", "v", "v"))  # fmt: skip
+    assert prediction_line(base) == "Apple Golden 1 (50%)"  # a v1 prediction
+    sure = replace(base, fruit_type="apple", type_confidence=0.93)
+    assert prediction_line(sure) == "apple (93%), Apple Golden 1"
+    types = [ScoredLabel("apple", 0.41), ScoredLabel("pear", 0.22), ScoredLabel("quince", 0.09), ScoredLabel("fig", 0.01)]
+    unsure = replace(sure, unsure=True, top5_types=types)
+    assert prediction_line(unsure) == "unsure: apple 41% · pear 22% · quince 9%"
