@@ -13,8 +13,10 @@ from PIL import Image, ImageOps
 
 from core.errors import Reason, RecordError
 
-MODEL_INPUT_SIZE = 100
-"""Side of the square RGB image the featurizer takes (Fruits-360's native size)."""
+MODEL_INPUT_SIZE = 192
+"""Side of the square RGB image the featurizer takes: photos are padded (white) to a square
+and resized to it (192 px: what cross-validation on real photos chose within the throughput
+budget; core/models/MODEL_CARD.md)."""
 PAD_COLOUR = (255, 255, 255)
 """Padding and alpha background: white, like the Fruits-360 photos."""
 

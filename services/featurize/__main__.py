@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from core import metrics
 from core.featurizer import Featurizer
+from core.imaging import MODEL_INPUT_SIZE
 from core.kafka import Stage, run_stage
 from core.records import PhotoFeatures, PreprocessedPhoto
 from core.settings import Settings, get_settings
@@ -16,6 +17,7 @@ def build_stage(settings: Settings) -> Stage[PreprocessedPhoto, PhotoFeatures]:
     featurizer = Featurizer(settings.featurizer_path, settings.onnx_threads)
 
     def start(stop: Callable[[], bool]) -> None:
+        featurizer.check_input_size(MODEL_INPUT_SIZE)  # preprocess makes this size: refuse another model
         featurizer.warm_up()
         metrics.ModelMetrics("featurize", settings.metrics_enabled).use("featurizer", featurizer.id)
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from core.errors import RecordError
-from core.imaging import inspect_image, preprocess, sniff_content_type, strip_gps
+from core.imaging import MODEL_INPUT_SIZE, inspect_image, preprocess, sniff_content_type, strip_gps
 from tests import images
 
 MAX_PIXELS = 40_000_000
@@ -64,17 +64,18 @@ def test_strip_gps_leaves_clean_images_untouched():
 
 
 def test_preprocess_shape_padding_and_alpha():
-    wide = preprocess(images.jpeg(200, 100, colour=(0, 0, 255)))
+    wide = preprocess(images.jpeg(200, 100, colour=(0, 0, 255)), size=100)
     assert wide.shape == (100, 100, 3) and wide.dtype == np.uint8
     assert tuple(wide[0, 50]) == (255, 255, 255)  # padded top row is white
     assert abs(int(wide[50, 50, 2]) - 255) < 10 and wide[50, 50, 0] < 10
+    assert preprocess(images.jpeg(200, 100)).shape == (MODEL_INPUT_SIZE, MODEL_INPUT_SIZE, 3)  # the model's size
     transparent = preprocess(images.png(50, 50, "RGBA"))
     assert (transparent == 255).all()  # fully transparent → white background
 
 
 def test_preprocess_applies_exif_orientation():
     # Orientation 6 = rotate 90° clockwise to display: a 200×100 image stands up.
-    upright = preprocess(images.jpeg(200, 100, colour=(0, 255, 0), orientation=6))
+    upright = preprocess(images.jpeg(200, 100, colour=(0, 255, 0), orientation=6), size=100)
     assert tuple(upright[50, 5]) == (255, 255, 255)  # left margin padded after rotation
     assert upright[5, 50, 1] > 245
 
@@ -83,4 +84,4 @@ def test_preprocess_matches_dataset_native_size_exactly():
     source = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(source).save(out, format="PNG")
-    assert np.array_equal(preprocess(out.getvalue()), source)
+    assert np.array_equal(preprocess(out.getvalue(), size=100), source)

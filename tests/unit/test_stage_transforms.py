@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from core.catalog import load_types
+from core.imaging import MODEL_INPUT_SIZE
 from core.errors import RecordError
 from core.model import NOT_OURS, Classifier, ModelBundle, Pca
 from core.records import IngestedPhoto, ModelVersions, PhotoFeatures, PhotoRef, PreprocessedPhoto, ReducedFeatures
@@ -17,6 +18,7 @@ from services.reduce.transform import reduce_batch
 from tests import images
 
 T0 = datetime(2026, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
+S = MODEL_INPUT_SIZE
 REF = PhotoRef("p", "u", T0, T0, "eu", "s3://b/k.jpg")
 
 
@@ -25,9 +27,9 @@ def test_preprocess_inline_and_by_reference():
         return IngestedPhoto(REF, "image/jpeg", 100, 100, "00" * 32, image)
 
     inline = preprocess_photo(ingested(images.jpeg()), read_original=None)
-    assert inline.shape == [100, 100, 3] and len(inline.tensor) == 30000 and inline.photo == REF
+    assert inline.shape == [S, S, 3] and len(inline.tensor) == S * S * 3 and inline.photo == REF
     by_ref = preprocess_photo(ingested(None), read_original=lambda uri: images.jpeg(300, 300) if uri == REF.original_uri else b"")
-    assert by_ref.shape == [100, 100, 3] and by_ref.photo.original_uri == "s3://b/k.jpg"
+    assert by_ref.shape == [S, S, 3] and by_ref.photo.original_uri == "s3://b/k.jpg"
 
 
 def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
@@ -37,11 +39,11 @@ def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
         calls.append(batch.shape)
         return batch.reshape(len(batch), -1)[:, :4].astype(np.float32)
 
-    good = PreprocessedPhoto(REF, bytes(range(100)) * 300, [100, 100, 3])
-    bad = PreprocessedPhoto(REF, b"\x00" * 10, [100, 100, 3])
-    wrong_shape = PreprocessedPhoto(REF, b"\x00" * 30000, [3, 100, 100])
+    good = PreprocessedPhoto(REF, bytes(range(S)) * S * 3, [S, S, 3])
+    bad = PreprocessedPhoto(REF, b"\x00" * 10, [S, S, 3])
+    wrong_shape = PreprocessedPhoto(REF, b"\x00" * S * S * 3, [3, S, S])
     out = featurize_batch([good, bad, good, wrong_shape], fake_model, "model@abc")
-    assert calls == [(2, 100, 100, 3)]
+    assert calls == [(2, S, S, 3)]
     assert out[0].features == [0.0, 1.0, 2.0, 3.0] and out[0].featurizer_id == "model@abc" and out[0].photo == REF
     assert out[2].features == out[0].features
     assert isinstance(out[1], RecordError) and out[1].reason == "bad_tensor"
