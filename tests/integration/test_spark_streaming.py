@@ -27,6 +27,7 @@ from core.avro import PHOTO_FEATURES, avro_type
 from core.featurizer import model_id
 from core.kafka import producer_config
 from core.manifest import Manifest, TrainedOn
+from core.recipe import TrainingRows
 from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
@@ -154,9 +155,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     train_labels = [label for label in CLASSES for _ in range(40)]
     train_x = synthetic_features(rng, train_labels, centres)
     v0 = new_version()
-    training_uri = lake.write_training_features(
-        client, settings, v0, train_x, train_labels, [f"synthetic/{i}" for i in range(len(train_x))], featurizer_id
-    )
+    rows = TrainingRows.of_specimens(train_labels, [f"synthetic/{i}" for i in range(len(train_x))])
+    training_uri = lake.write_training_features(client, settings, v0, train_x, rows, featurizer_id)
     stats = PcaStats.empty(DIM)
     stats.add(train_x)
     pca = stats.fit(0.98)
@@ -203,7 +203,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         assert manifest.training_features == training_uri
         assert 0.98 <= manifest.pca.explained_variance <= 1.0
         assert manifest.parent_version == v0
-        assert manifest.evaluated_on == training_uri and manifest.evaluation.images == len(train_labels)
+        # Through the trainers' recipe: calibrated, validated out of fold on the labelled set.
+        assert manifest.calibration is not None and manifest.validation.images == len(train_labels)
         wait_for("the first half in the lake", lambda: row_count(settings, lake.PREDICTIONS) >= half, 120, job)
 
         # Second half, with the job SIGKILLed in the middle of writing a micro-batch

@@ -17,6 +17,8 @@ import pytest
 from core.avro import DEAD_LETTER, PHOTO_FEATURES, avro_type
 from core.featurizer import Featurizer
 from core.lake import training_features_table
+from core.model import NOT_OURS
+from core.recipe import TrainingRows
 from core.settings import PROJECT_ROOT, Settings
 from core.datasets import list_images
 from training.trainer import featurize_files
@@ -147,7 +149,9 @@ def test_publisher_reads_labelled_features_written_by_the_local_trainer(spark, t
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     folder = tmp_path / "training_features" / "version=v1"
     folder.mkdir(parents=True)
-    pq.write_table(training_features_table(x, ["a", "b", "a"], ["1", "2", "3"], "f@1"), folder / "part-0.parquet")
+    rows = TrainingRows(["a", "b", NOT_OURS], ["apple", "pear", NOT_OURS], ["fruits360", "grocerystore", "empty"],
+                        ["1", "2", "3"])  # fmt: skip
+    pq.write_table(training_features_table(x, rows, "f@1"), folder / "part-0.parquet")
     labelled = read_labelled_features(spark, str(folder))
-    assert labelled.featurizer_id == "f@1" and labelled.labels == ["a", "b", "a"]
+    assert labelled.featurizer_id == "f@1" and labelled.rows == rows
     np.testing.assert_array_equal(labelled.features, x)
