@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     """Largest accepted width × height: a guard against decompression bombs."""
 
     # --- Model --------------------------------------------------------------------
-    featurizer_path: Path = PROJECT_ROOT / "core" / "models" / "mobilenetv2_192px.onnx"
+    featurizer_path: Path = PROJECT_ROOT / "core" / "models" / "mobilenetv2_192px_fruits.onnx"
     """ONNX featurizer (uint8 NHWC image in, float32 features out)."""
     onnx_threads: int = Field(default=1, ge=1)
     """onnxruntime intra-op threads of the featurize service. 1 on a small machine: a
