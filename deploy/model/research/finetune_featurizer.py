@@ -45,7 +45,7 @@ Modes
     python build_cache.py 30    # decoded sets and the empty scenes
     python features.py ../../../core/models/mobilenetv2_100px.onnx gs && python cluster_folds.py   # cluster folds
     python finetune_featurizer.py --mode select --epochs 8
-    python finetune_featurizer.py --mode final --epochs 2 --output ../../../core/models/mobilenetv2_192px_fruits.onnx
+    python finetune_featurizer.py --mode final --epochs 6 --output ../../../core/models/mobilenetv2_192px_fruits.onnx
 """
 
 from __future__ import annotations
