@@ -71,7 +71,7 @@ status:  ## what runs, and where
 demo: up  ## train if needed, stream the sample's Test images through the five services
 	$(VENV)/bin/fruits demo --data $(DATA)
 
-train: up  ## train a new model bundle (Fruits-360 $(DATA), GroceryStore train, synthetic photos) and make it current
+train: up  ## train a new model bundle (Fruits-360 $(DATA), GroceryStore train, empty scenes) and make it current
 	$(VENV)/bin/fruits train $(DATA)
 
 train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER) on Fruits-360 only: upload $(DATA)'s images to the lake, train, publish
