@@ -168,12 +168,8 @@ class Classifier:
                 matrix[i, index[label_type]] = 1.0
         return matrix
 
-    @property
-    def variety_mask(self) -> np.ndarray:
-        return self._varieties
-
     @cached_property
-    def _varieties(self) -> np.ndarray:
+    def variety_mask(self) -> np.ndarray:
         """Mask of the labels an answer may name: the catalog's varieties (all labels but
         NOT_OURS when none is in the catalog)."""
         from core.catalog import load_catalog
@@ -182,28 +178,36 @@ class Classifier:
         mask = np.array([label in catalog for label in self.labels])
         return mask if mask.any() else np.array([t != NOT_OURS for t in self.label_types])
 
+    @cached_property
+    def _varieties_of_type(self) -> list[np.ndarray]:
+        """For each of ``types``: the indices of its nameable labels (of all of them if it has none)."""
+        every = np.where(self.variety_mask)[0]
+        of_type = [np.where(self.variety_mask & (self._type_matrix[:, j] > 0))[0] for j in range(len(self.types))]
+        return [found if len(found) else every for found in of_type]
+
     def answers(self, probabilities: np.ndarray) -> list[Answer]:
         """The answer for each row of ``predict_proba``'s output."""
         type_p = probabilities @ self._type_matrix
-        ours = type_p.sum(axis=1)  # 1 - P(NOT_OURS)
+        not_ours = 1.0 - type_p.sum(axis=1)
+        ranked_types = np.argsort(-type_p, axis=1, kind="stable")[:, :TOP_K]
+        varieties = np.where(self.variety_mask)[0]
+        ranked_varieties = varieties[np.argsort(-probabilities[:, varieties], axis=1, kind="stable")[:, :TOP_K]]
         out = []
-        for row, row_types, row_ours in zip(probabilities, type_p, ours):
-            ranked_types = np.argsort(-row_types, kind="stable")[:TOP_K]
-            best = ranked_types[0]
-            in_type = self._varieties & (self._type_matrix[:, best] > 0)
-            candidates = np.where(in_type if in_type.any() else self._varieties)[0]
+        for row, row_types, row_not_ours, top_types, top_varieties in zip(
+            probabilities, type_p, not_ours, ranked_types, ranked_varieties
+        ):
+            best = top_types[0]
+            candidates = self._varieties_of_type[best]
             label = candidates[np.argmax(row[candidates])]
-            varieties = np.where(self._varieties)[0]
-            ranked = varieties[np.argsort(-row[varieties], kind="stable")[:TOP_K]]
             confidence = float(row_types[best])
             out.append(Answer(
                 label=self.labels[label],
                 confidence=float(row[label]),
-                top5=tuple((self.labels[i], float(row[i])) for i in ranked),
+                top5=tuple((self.labels[i], float(row[i])) for i in top_varieties),
                 fruit_type=self.types[best],
                 type_confidence=confidence,
-                top5_types=tuple((self.types[j], float(row_types[j])) for j in ranked_types),
-                unsure=bool(confidence < self.unsure_below or 1.0 - row_ours > confidence),
+                top5_types=tuple((self.types[j], float(row_types[j])) for j in top_types),
+                unsure=bool(confidence < self.unsure_below or row_not_ours > confidence),
             ))  # fmt: skip
         return out
 
