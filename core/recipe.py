@@ -57,9 +57,8 @@ class Labelled:
     label_types: dict[str, str]
     """Fruit type of each class (``NOT_OURS`` for ``NOT_OURS``)."""
     specimen: np.ndarray
-    """Rows that are Fruits-360 specimens (white background): they set the unsure threshold."""
-    variety: np.ndarray
-    """Rows whose label is a variety an answer can name (scored at variety level)."""
+    """Rows that are Fruits-360 specimens (white background): they set the unsure threshold, and
+    only they are scored at variety level (their label is a variety an answer can name)."""
 
 
 FRUITS360, GROCERYSTORE, SYNTHETIC, EMPTY_SCENE = "fruits360", "grocerystore", "synthetic", "empty"
@@ -91,7 +90,13 @@ class TrainingRows:
     def labelled(self, x: np.ndarray) -> Labelled:
         specimen = np.array([origin == FRUITS360 for origin in self.origins])
         label_types = dict(zip(self.labels, self.types))
-        return Labelled(x, self.labels, label_types, specimen, specimen.copy())
+        return Labelled(x, self.labels, label_types, specimen)
+
+    def __add__(self, other: TrainingRows) -> TrainingRows:
+        return TrainingRows(
+            self.labels + other.labels, self.types + other.types, self.origins + other.origins,
+            self.sources + other.sources,
+        )  # fmt: skip
 
 
 def fold_of_rows(labels: Sequence[str], folds: int) -> np.ndarray:
@@ -125,13 +130,12 @@ def fit_calibrated(data: Labelled, recipe: Recipe = RECIPE) -> tuple[Classifier,
     temperature = fit_temperature(logits, truth)
     probe = Classifier(tuple(classes), np.zeros((len(classes), 1), np.float32), np.zeros(len(classes), np.float32),
                        types, temperature)  # fmt: skip  # only its answers() is used, on the OOF probabilities
-    answers = probe.answers(softmax(logits / temperature))
-    threshold = unsure_threshold([a.type_confidence for a, s in zip(answers, data.specimen) if s],
-                                 recipe.max_specimen_unsure)  # fmt: skip
-    answers = [replace(a, unsure=a.unsure or a.type_confidence < threshold) for a in answers]
+    probabilities = softmax(logits / temperature)
+    specimen_confidences = [a.type_confidence for a, s in zip(probe.answers(probabilities), data.specimen) if s]
+    threshold = unsure_threshold(specimen_confidences, recipe.max_specimen_unsure)
     validation = score(
-        answers,
-        [label if named else None for label, named in zip(data.labels, data.variety)],
+        replace(probe, unsure_below=threshold).answers(probabilities),  # the classifier's own unsure rule
+        [label if specimen else None for label, specimen in zip(data.labels, data.specimen)],
         [data.label_types[label] for label in data.labels],
     )
     final = fit_classifier(data.x, labels, recipe.max_iter, recipe.regularisation, recipe.tol)

@@ -20,8 +20,10 @@ beside ``Training`` is scored at the end.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -140,12 +142,10 @@ def synthetic_images(data: TrainingData, backgrounds: Sequence[Path]) -> Trainin
         images.append(lambda i=index: _jpeg(synthetic.empty_scene(
             np.random.default_rng([data.seed, i]), loaded.backgrounds(), SYNTHETIC_SIZE)))  # fmt: skip
     count = data.empty_scenes
-    rows = TrainingRows(
-        rows.labels + [NOT_OURS] * count,
-        rows.types + [NOT_OURS] * count,
-        rows.origins + [EMPTY_SCENE] * count,
-        rows.sources + [f"empty:{data.seed}:{len(labels) + i}" for i in range(count)],
-    )
+    rows += TrainingRows(
+        [NOT_OURS] * count, [NOT_OURS] * count, [EMPTY_SCENE] * count,
+        [f"empty:{data.seed}:{len(labels) + i}" for i in range(count)],
+    )  # fmt: skip
     return TrainingImages(images, rows)
 
 
@@ -193,10 +193,7 @@ def training_images(data: TrainingData) -> TrainingImages:
     if data.synthetic_per_class or data.empty_scenes:
         parts.append(synthetic_images(data, backgrounds))
     return TrainingImages(
-        [image for part in parts for image in part.images],
-        TrainingRows(
-            *(sum((getattr(p.rows, f) for p in parts), []) for f in ("labels", "types", "origins", "sources"))
-        ),
+        [image for part in parts for image in part.images], functools.reduce(operator.add, (p.rows for p in parts))
     )
 
 

@@ -20,7 +20,7 @@ def clusters(seed: int = 0, per_class: int = 60):
     types = {"Apple Golden 1": "apple", "Apple Red 1": "apple", "Banana 1": "banana", "GS:Banana": "banana",
              NOT_OURS: NOT_OURS}  # fmt: skip
     specimen = np.array([not label.startswith("GS:") and label != NOT_OURS for label in labels])
-    return Labelled(x.astype(np.float32), labels, types, specimen, specimen.copy())
+    return Labelled(x.astype(np.float32), labels, types, specimen)
 
 
 def test_folds_are_contiguous_blocks_within_each_class():
