@@ -8,11 +8,11 @@ end-to-end maximum, and each service's peak RSS."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
+from tools.bench_featurizers import images_per_second
 from tools.roundtrip import round_trip
 from tools import FRUITS360_SAMPLE
 from tools.demo import labelled_photos, percentile, prepare, spread
@@ -27,13 +27,7 @@ def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float 
     tensors = np.stack([preprocess(p.read_bytes()) for p in paths])
     featurizer = Featurizer(settings.featurizer_path)  # all cores: the featurizer's best alone
     featurizer.warm_up()
-    batch = settings.max_batch_records
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for start in range(0, len(tensors), batch):
-            featurizer(tensors[start : start + batch])
-        done += len(tensors)
-    return done / (time.perf_counter() - started)
+    return images_per_second(featurizer, tensors, settings.max_batch_records, seconds)
 
 
 def main() -> int:
