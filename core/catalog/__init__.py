@@ -19,11 +19,11 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePath
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 DEFAULT_PATH = Path(__file__).parent / "fruits.json"
 DEFAULT_TYPES_PATH = Path(__file__).parent / "types.json"
@@ -31,6 +31,8 @@ DEFAULT_GROCERYSTORE_PATH = Path(__file__).parent / "grocerystore.csv"
 
 # Top-level folders of the GroceryStore layout: <split>/<group>/<coarse>/[<fine>/]<file>.
 GROCERYSTORE_GROUPS = ("Fruit", "Vegetables")
+
+F = TypeVar("F")  # a parsed catalog entry (FruitFacts, TypeFacts)
 
 _ENTRY_KEYS = frozenset({"label", "type", "common_name", "food", "nutrition_per_100g", "storage_advice", "sources"})
 _TYPE_KEYS = frozenset({"type", "common_name", "figures_from", "nutrition_per_100g", "storage_advice", "sources"})
@@ -239,32 +241,27 @@ def _entry_name(path: Path, index: int, item: Any, key: str) -> str:
     return name
 
 
-def _load_fruits(path: Path) -> dict[str, FruitFacts]:
-    catalog: dict[str, FruitFacts] = {}
+def _load_keyed(path: Path, key: str, parse: Callable[[Any], F]) -> dict[str, F]:
+    """The entries of a JSON array, parsed and keyed by their ``key`` field; errors name the entry."""
+    entries: dict[str, F] = {}
     for index, item in enumerate(_read_json_array(path)):
-        name = _entry_name(path, index, item, "label")
+        name = _entry_name(path, index, item, key)
         try:
-            facts = _parse_entry(item)
+            facts = parse(item)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
-        if facts.label in catalog:
-            raise ValueError(f"{name}: duplicate label")
-        catalog[facts.label] = facts
-    return catalog
+        if getattr(facts, key) in entries:
+            raise ValueError(f"{name}: duplicate {key}")
+        entries[getattr(facts, key)] = facts
+    return entries
+
+
+def _load_fruits(path: Path) -> dict[str, FruitFacts]:
+    return _load_keyed(path, "label", _parse_entry)
 
 
 def _load_types(path: Path) -> dict[str, TypeFacts]:
-    types: dict[str, TypeFacts] = {}
-    for index, item in enumerate(_read_json_array(path)):
-        name = _entry_name(path, index, item, "type")
-        try:
-            facts = _parse_type(item)
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
-        if facts.type in types:
-            raise ValueError(f"{name}: duplicate type")
-        types[facts.type] = facts
-    return types
+    return _load_keyed(path, "type", _parse_type)
 
 
 def _check_fruit_types(fruits: Mapping[str, FruitFacts], types: Mapping[str, TypeFacts], path: Path) -> None:
