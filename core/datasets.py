@@ -3,6 +3,7 @@ the same way by the local trainer, the Spark trainer, the demo and the benchmark
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,3 +40,16 @@ def list_images(split_dir: Path, per_class: int | None = None) -> LabelledImages
     if not paths:
         raise ValueError(f"no images in {split_dir}: expected {split_dir}/<label>/<image>.jpg")
     return LabelledImages(paths, labels)
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """The image files named, and those inside the folders named (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return found

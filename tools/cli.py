@@ -33,7 +33,8 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from tools.client import PhotoSender, image_files
+    from core.datasets import image_files
+    from tools.client import PhotoSender
     from core.kafka import check_reachable
 
     settings = get_settings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,20 +15,6 @@ from core.kafka import consumer_config, poll_batch, producer_config
 from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from core.s3 import s3_client
 from core.settings import Settings
-from core.datasets import IMAGE_SUFFIXES
-
-
-def image_files(paths: Iterable[Path]) -> list[Path]:
-    """The image files named, and those inside the folders named (recursively, sorted)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    return found
 
 
 def new_photo_id() -> str:

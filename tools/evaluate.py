@@ -25,7 +25,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from core.catalog import GROCERYSTORE_GROUPS, folder_type, grocerystore_path_type, load_catalog
-from core.datasets import IMAGE_SUFFIXES
+from core.datasets import IMAGE_SUFFIXES, image_files
 from core.evaluation import Evaluation, score
 from core.model import NOT_OURS, Answer
 from core.records import Prediction
@@ -62,7 +62,7 @@ def labelled_photos(root: Path) -> list[tuple[Path, Truth]]:
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
     photos, unknown = [], Counter()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in image_files([root]):
         try:
             photos.append((path, truth_of(path.relative_to(root.parent))))
         except KeyError:

@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from core.catalog import GROCERYSTORE_GROUPS, grocerystore_path_type
-from core.datasets import IMAGE_SUFFIXES, list_images, test_dir_beside, training_dir
+from core.datasets import image_files, list_images, test_dir_beside, training_dir
 from core.evaluation import Evaluation
 from core.evaluation import evaluate as evaluate_bundle  # `evaluate` is train()'s flag
 from core.featurizer import Featurizer
@@ -101,7 +101,7 @@ def fruits360_images(data: TrainingData) -> TrainingImages:
 
 def grocerystore_images(split: Path) -> TrainingImages:
     """Every photo of a GroceryStore split, its class ``GS:<coarse>/<fine>`` (or ``NOT_OURS``) and type."""
-    paths = sorted(p for p in split.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files([split])
     labels, types = [], []
     for path in paths:
         parts = path.relative_to(split).parts
