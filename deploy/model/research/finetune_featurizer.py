@@ -31,8 +31,8 @@ Method
     run). torch.manual_seed / numpy seed SEED, torch.set_num_threads(2).
 
 Modes
-    select: hold out GroceryStore cluster fold 0 (cache/gs_cluster_folds.npy, Ward clusters per
-            class, cluster_folds.py) + Fruits-360 frame block 0 (+ empty fold 0); after each
+    select: hold out GroceryStore cluster fold --holdout-fold (default 0; cache/gs_cluster_folds.npy, Ward clusters per
+            class, cluster_folds.py) + the Fruits-360 frame block and empty-scene fold of that number; after each
             epoch report GS type top-1 (in-catalog held-out photos) and F360 variety top-1 of
             (a) the trained head and (b) the project recipe on the fine-tuned pooled features
             (StandardScaler -> PCA 98 % -> multinomial LR C=0.3 trained on the un-augmented
@@ -73,7 +73,6 @@ SPLIT = 15
 AUG_COPIES = 3
 F360_PER_CLASS = 50
 SEED = 0
-HOLDOUT_FOLD = 0
 LR_TRUNK, LR_HEAD, WD, BATCH = 1e-4, 1e-3, 1e-4, 128
 
 
@@ -192,10 +191,10 @@ def train(D: dict, tr: np.ndarray, epochs: int, on_epoch=None):
     return trunk, top, head, classes
 
 
-def select(D: dict, epochs: int, probe_every: int) -> None:
+def select(D: dict, epochs: int, probe_every: int, holdout_fold: int) -> None:
     lt = dict(zip(D["label"].tolist(), D["type"].tolist()))
-    te = (D["fold"] == HOLDOUT_FOLD) & np.isin(D["src"], ["f360", "gs", "empty"])
-    tr = D["fold"] != HOLDOUT_FOLD
+    te = (D["fold"] == holdout_fold) & np.isin(D["src"], ["f360", "gs", "empty"])
+    tr = D["fold"] != holdout_fold
     probe_tr = tr & np.isin(D["src"], ["f360", "gs", "empty"])  # the frozen recipe's rows: no augmented copies
     out = HERE / "select_results.jsonl"
 
@@ -206,7 +205,7 @@ def select(D: dict, epochs: int, probe_every: int) -> None:
         with torch.no_grad():
             z = head(torch.from_numpy(feats)).numpy()
         pt, _, pv = predict(z, classes, lt)
-        res = {"epoch": ep, "what": "finetune head", **scores(pt, pv, D["type"][te], D["label"][te], D["src"][te])}
+        res = {"fold": holdout_fold, "epoch": ep, "what": "finetune head", **scores(pt, pv, D["type"][te], D["label"][te], D["src"][te])}
         print(json.dumps(res), flush=True)
         out.open("a").write(json.dumps(res) + "\n")
         if ep % probe_every == 0 or ep == epochs:
@@ -214,7 +213,7 @@ def select(D: dict, epochs: int, probe_every: int) -> None:
             ftr = pooled(top, D["x"][torch.from_numpy(probe_tr)])
             m = Joint(0.3, 0.98).fit(ftr, D["label"][probe_tr], lt)
             pt, _, pv = predict(m.logits(feats), m.classes, lt)
-            res = {"epoch": ep, "what": "finetuned features -> PCA 0.98 -> LR C=0.3",
+            res = {"fold": holdout_fold, "epoch": ep, "what": "finetuned features -> PCA 0.98 -> LR C=0.3",
                    **scores(pt, pv, D["type"][te], D["label"][te], D["src"][te]), "probe_s": round(time.time() - t0)}
             print(json.dumps(res), flush=True)
             out.open("a").write(json.dumps(res) + "\n")
@@ -226,7 +225,7 @@ def select(D: dict, epochs: int, probe_every: int) -> None:
     ftr0 = pooled(trunk0.features[SPLIT:], D["x"][torch.from_numpy(probe_tr)])
     m0 = Joint(0.3, 0.98).fit(ftr0, D["label"][probe_tr], lt)
     pt, _, pv = predict(m0.logits(feats0_te), m0.classes, lt)
-    res = {"epoch": 0, "what": "FROZEN baseline: pooled features -> PCA 0.98 -> LR C=0.3",
+    res = {"fold": holdout_fold, "epoch": 0, "what": "FROZEN baseline: pooled features -> PCA 0.98 -> LR C=0.3",
            **scores(pt, pv, D["type"][te], D["label"][te], D["src"][te])}
     print(json.dumps(res), flush=True)
     out.open("a").write(json.dumps(res) + "\n")
@@ -295,6 +294,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["select", "final"], required=True)
     ap.add_argument("--epochs", type=int, required=True)
     ap.add_argument("--probe-every", type=int, default=2)
+    ap.add_argument("--holdout-fold", type=int, default=0, help="select: the GroceryStore cluster fold (and Fruits-360 block) held out")
     ap.add_argument("--output", type=Path, default=HERE / "mobilenetv2_192_ft.onnx")
     ap.add_argument("--also-export", default="", help="final: also export after these epochs, e.g. 3,4 (-> <output>_epK.onnx)")
     a = ap.parse_args()
@@ -303,7 +303,7 @@ def main() -> None:
     frozen = load_trunk("mobilenetv2", SIZE).features[:SPLIT].eval()
     D = build_dataset(frozen)
     if a.mode == "select":
-        select(D, a.epochs, a.probe_every)
+        select(D, a.epochs, a.probe_every, a.holdout_fold)
     else:
         extra = {int(k) for k in a.also_export.split(",") if k}
 
