@@ -24,9 +24,15 @@ class Reason(StrEnum):
     # The photo event is invalid (ingest).
     BAD_EVENT = "bad_event"
     BAD_PHOTO_ID = "bad_photo_id"
+    BAD_USER_ID = "bad_user_id"
+    FIELD_TOO_LONG = "field_too_long"
     UNKNOWN_REGION = "unknown_region"
     BAD_IMAGE_URI = "bad_image_uri"
     IMAGE_NOT_FOUND = "image_not_found"
+    FORBIDDEN_IMAGE_URI = "forbidden_image_uri"
+    # The event repeats one already stored (ingest).
+    DUPLICATE_EVENT = "duplicate_event"
+    DUPLICATE_PHOTO_ID = "duplicate_photo_id"
     # The image is not one we can use (ingest, preprocess).
     EMPTY_IMAGE = "empty_image"
     IMAGE_TOO_LARGE = "image_too_large"

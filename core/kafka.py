@@ -41,10 +41,12 @@ LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 @dataclass(frozen=True)
 class Received(Generic[In]):
-    """A decoded input record and its Kafka timestamp."""
+    """A decoded input record, its Kafka timestamp and where it was read."""
 
     record: In
     timestamp: datetime
+    source: str = ""
+    """``topic[partition]@offset``: the same for a record read again after a crash or abort."""
 
 
 @dataclass
@@ -265,7 +267,7 @@ class StageRunner(Generic[In, Out]):
             record = decode_record(self.stage.input_type, msg.value())
         except RecordError as error:
             return error
-        return Received(record, datetime.fromtimestamp(msg.timestamp()[1] / 1000, timezone.utc))
+        return Received(record, datetime.fromtimestamp(msg.timestamp()[1] / 1000, timezone.utc), where(msg))
 
     def _commit(self, messages: list[Message]) -> None:
         while True:

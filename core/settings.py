@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     }
     """Photo region → bucket holding that region's originals (JSON object). Photos
     from a region missing here are dead-lettered: data stays near the user."""
+    upload_prefix: str = "uploads/{user_id}/"
+    """Key prefix, in the region's bucket, of a user's photos sent by reference (``{user_id}``
+    is replaced): ingest reads an image_uri only under its event's user's prefix."""
     lake_bucket: str = "fruits-lake"
     """Bucket of the data lake (Spark jobs' tables and checkpoints)."""
 

@@ -39,7 +39,7 @@ class PhotoSender:
         if self._s3 is None:
             self._s3 = s3_client(self.settings)
         bucket = self.settings.region_buckets[self.region]
-        key = f"uploads/{photo_id}{suffix}"
+        key = f"{self.settings.upload_prefix.format(user_id=self.user_id)}{photo_id}{suffix}"
         self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         return f"s3://{bucket}/{key}"
 

@@ -1,4 +1,12 @@
-"""Pure ingest logic: checks a photo event and decides where its original is stored."""
+"""Pure ingest logic: checks a photo event and decides where its original is stored.
+
+Identity: photo ids are chosen by clients, so they are scoped per user: a user's original is
+stored at ``originals/<user_id>/<photo_id>`` of the region's bucket, and an id another user
+already took names a different object. The stored original carries, as object metadata, the
+sha256 of its bytes and the Kafka position of the event that stored it, which tells a replay
+(``duplicate_event``), a second image under a taken id (``duplicate_photo_id``) and our own
+retry of the same event after a crash (stored again, identically) apart.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,14 @@ from datetime import datetime
 from core.errors import Reason, RecordError
 from core.imaging import inspect_image, strip_gps
 from core.records import IngestedPhoto, PhotoEvent, PhotoRef
+from core.s3 import parse_s3_uri
 
-PHOTO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""photo_id and user_id: safe as one S3 key segment, at most 128 characters."""
+MAX_FIELD_CHARS = {"region": 32, "content_type": 100, "image_uri": 1024}
+"""Longest accepted value of the other string fields (documented in PhotoEvent.avsc)."""
+UNSAFE_KEY_SEGMENTS = re.compile(r"(^|/)\.{1,2}(/|$)|//|\\")
+"""Key segments some stores normalise (``..``, ``.``, empty, backslash): refused in image_uri."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,8 @@ class IngestPolicy:
     max_inline_image_bytes: int
     max_image_pixels: int
     region_buckets: dict[str, str]
+    upload_prefix: str = "uploads/{user_id}/"
+    """Where a user's large photos are uploaded: the only keys image_uri may name."""
 
 
 @dataclass(frozen=True)
@@ -32,44 +47,105 @@ class Original:
     key: str
     data: bytes
     content_type: str
+    sha256: str
+    source: str
+    """The Kafka position of the event storing it (``Received.source``)."""
 
 
-def original_key(photo_id: str, captured_at: datetime, content_type: str) -> str:
-    """Deterministic: a replayed event overwrites its own object instead of adding one."""
-    return f"originals/{captured_at:%Y/%m/%d}/{photo_id}.{EXTENSIONS[content_type]}"
+@dataclass(frozen=True)
+class StoredOriginal:
+    """What the object metadata of an already stored original says."""
+
+    sha256: str
+    source: str
+
+
+def original_key(user_id: str, photo_id: str) -> str:
+    """One object per user and photo id: a retried event overwrites its own object."""
+    return f"originals/{user_id}/{photo_id}"
+
+
+def check_fields(event: PhotoEvent, policy: IngestPolicy) -> str:
+    """Check the event's strings before anything uses them; the region's bucket."""
+    for name, limit in MAX_FIELD_CHARS.items():
+        value = getattr(event, name)
+        if value is not None and len(value) > limit:
+            raise RecordError(Reason.FIELD_TOO_LONG, f"{name} is {len(value):,} characters, over the limit of {limit}")
+    if not IDENTIFIER.fullmatch(event.photo_id):
+        raise RecordError(Reason.BAD_PHOTO_ID, f"photo_id {event.photo_id[:80]!r} must match {IDENTIFIER.pattern}")
+    if not IDENTIFIER.fullmatch(event.user_id):
+        raise RecordError(Reason.BAD_USER_ID, f"user_id {event.user_id[:80]!r} must match {IDENTIFIER.pattern}")
+    bucket = policy.region_buckets.get(event.region)
+    if bucket is None:
+        raise RecordError(
+            Reason.UNKNOWN_REGION,
+            f"region {event.region!r} has no bucket (known: {', '.join(sorted(policy.region_buckets))})",
+        )
+    if (event.image is None) == (event.image_uri is None):
+        raise RecordError(Reason.BAD_EVENT, "exactly one of image and image_uri must be set")
+    return bucket
+
+
+def check_image_uri(uri: str, user_id: str, bucket: str, policy: IngestPolicy) -> None:
+    """Refuse, without reading it, any object outside the user's own uploads in the event's
+    region bucket: ingest's S3 rights must not read for a sender what the sender may not."""
+    uri_bucket, key = parse_s3_uri(uri)
+    prefix = policy.upload_prefix.format(user_id=user_id)
+    if uri_bucket != bucket or not key.startswith(prefix) or UNSAFE_KEY_SEGMENTS.search(key):
+        raise RecordError(
+            Reason.FORBIDDEN_IMAGE_URI, f"image_uri must name an object under s3://{bucket}/{prefix} (got {uri[:200]!r})"
+        )
+
+
+def check_not_stored(original: Original, stored: StoredOriginal | None) -> None:
+    if stored is None or stored.source == original.source:  # new, or our own retry after a crash
+        return
+    where = f"s3://{original.bucket}/{original.key}"
+    if stored.sha256 == original.sha256:
+        raise RecordError(Reason.DUPLICATE_EVENT, f"this photo was already ingested as {where} (from {stored.source})")
+    raise RecordError(
+        Reason.DUPLICATE_PHOTO_ID, f"photo id already used by this user for another image ({where}, from {stored.source})"
+    )
+
+
+def new_originals(originals: list[Original], stored: list[StoredOriginal | None]) -> list[Original | RecordError]:
+    """Each original of a batch, or why it must not be stored: ``stored`` is what each one's
+    key holds already; an original repeating one earlier in the batch counts as stored."""
+    claimed: dict[tuple[str, str], StoredOriginal] = {}
+    outcomes: list[Original | RecordError] = []
+    for original, before in zip(originals, stored, strict=True):
+        try:
+            check_not_stored(original, claimed.get((original.bucket, original.key), before))
+        except RecordError as error:
+            outcomes.append(error)
+            continue
+        claimed[original.bucket, original.key] = StoredOriginal(original.sha256, original.source)
+        outcomes.append(original)
+    return outcomes
 
 
 def ingest_photo(
     event: PhotoEvent,
     received_at: datetime,
+    source: str,
     policy: IngestPolicy,
     read_uri: Callable[[str, int], bytes],
 ) -> tuple[IngestedPhoto, Original]:
-    """Validate ``event``; return the IngestedPhoto record and the GPS-free original
-    to store in the bucket of the photo's region. ``read_uri(uri, max_bytes)`` fetches
-    images sent by reference."""
-    if not PHOTO_ID.fullmatch(event.photo_id):
-        raise RecordError(Reason.BAD_PHOTO_ID, f"photo_id {event.photo_id[:80]!r} must match {PHOTO_ID.pattern}")
-    bucket = policy.region_buckets.get(event.region)
-    if bucket is None:
-        raise RecordError(
-            Reason.UNKNOWN_REGION,
-            f"region {event.region[:40]!r} has no bucket (known: {', '.join(sorted(policy.region_buckets))})",
-        )
-    if (event.image is None) == (event.image_uri is None):
-        raise RecordError(Reason.BAD_EVENT, "exactly one of image and image_uri must be set")
+    """Validate the event read at ``source``; return the IngestedPhoto record and the
+    GPS-free original to store in the bucket of the photo's region, unless ``new_originals``
+    finds it stored already. ``read_uri(uri, max_bytes)`` fetches images sent by reference."""
+    bucket = check_fields(event, policy)
+    if event.image_uri is not None:
+        check_image_uri(event.image_uri, event.user_id, bucket, policy)
     data = event.image if event.image is not None else read_uri(event.image_uri, policy.max_image_bytes)
     if len(data) > policy.max_image_bytes:
         raise RecordError(
             Reason.IMAGE_TOO_LARGE, f"{len(data):,} bytes exceeds the limit of {policy.max_image_bytes:,}"
         )
     info = inspect_image(data, policy.max_image_pixels)
-    original = Original(
-        bucket,
-        original_key(event.photo_id, event.captured_at, info.content_type),
-        strip_gps(data, info.content_type),
-        info.content_type,
-    )
+    stripped = strip_gps(data, info.content_type)
+    key = original_key(event.user_id, event.photo_id)
+    original = Original(bucket, key, stripped, info.content_type, hashlib.sha256(stripped).hexdigest(), source)
     record = IngestedPhoto(
         photo=PhotoRef(
             photo_id=event.photo_id,
@@ -77,12 +153,12 @@ def ingest_photo(
             captured_at=event.captured_at,
             received_at=received_at,
             region=event.region,
-            original_uri=f"s3://{bucket}/{original.key}",
+            original_uri=f"s3://{bucket}/{key}",
         ),
         content_type=info.content_type,
         width=info.width,
         height=info.height,
-        sha256=hashlib.sha256(original.data).hexdigest(),
-        image=original.data if len(original.data) <= policy.max_inline_image_bytes else None,
+        sha256=original.sha256,
+        image=stripped if len(stripped) <= policy.max_inline_image_bytes else None,
     )
     return record, original

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
+from core.records import Prediction, decode_record
 from tools.client import PhotoSender, PredictionReader, new_photo_id
 from tools.roundtrip import round_trip
 from core.settings import PIPELINE_SERVICES as SERVICES
@@ -135,6 +136,78 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
     assert letters[oversized_id][0]["original_value"] == oversized_event
     assert {photo_id: got[photo_id] for photo_id in good_ids} == {photo_id: 1 for photo_id in good_ids}
     assert not any(got[photo_id] for photo_id in expected_dead)
+
+
+def collect(reader: PredictionReader, wanted: set[str], timeout: float = 60) -> dict[str, list]:
+    """Records of ``reader``'s topic keyed by photo id, until every wanted id came (and a
+    little longer, for duplicates) or ``timeout`` passed."""
+    got: dict[str, list] = {}
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(got) and time.monotonic() < deadline:
+        for msg in reader.messages(timeout=3):
+            got.setdefault(msg.key().decode(), []).append(msg.value())
+    for msg in reader.messages(timeout=3):
+        got.setdefault(msg.key().decode(), []).append(msg.value())
+    return got
+
+
+def test_users_cannot_reach_or_overwrite_each_others_photos(settings, services):
+    """Issue 9's findings: confused deputy through image_uri, global photo ids, no field limits."""
+    photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1")]
+    alice, bob = PhotoSender(settings, "eu", "alice"), PhotoSender(settings, "eu", "bob")
+    client = s3_client(settings)
+    us_bucket = settings.region_buckets["us"]
+    private = b"private model pointer " + new_photo_id().encode()
+    client.put_object(Bucket=us_bucket, Key="originals/carol/secret", Body=images.jpeg())
+    client.put_object(Bucket=settings.model_bucket, Key="private-probe.json", Body=private)
+    predictions = PredictionReader(settings)
+    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
+    try:
+        shared_id = f"shared-{new_photo_id()[:8]}"
+        alice.send_file(photos[0], shared_id)
+        alice.flush()
+        first = collect(predictions, {shared_id})
+        assert len(first.get(shared_id, [])) == 1
+        bob.send_file(photos[1], shared_id)  # the same id, another user: another object
+        alice.send_file(photos[0], shared_id)  # a replay
+        alice.send_file(photos[1], shared_id)  # another image under alice's used id
+        forbidden = {
+            f"deputy-us-{new_photo_id()[:8]}": f"s3://{us_bucket}/originals/carol/secret",
+            f"deputy-models-{new_photo_id()[:8]}": f"s3://{settings.model_bucket}/private-probe.json",
+            f"deputy-bob-{new_photo_id()[:8]}": f"s3://{settings.region_buckets['eu']}/uploads/bob/x.jpg",
+        }
+        for photo_id, uri in forbidden.items():
+            alice.send_raw(photo_id, avro_type(PHOTO_EVENT).encode(
+                {"photo_id": photo_id, "user_id": "alice", "captured_at": datetime.now(timezone.utc),
+                 "region": "eu", "content_type": None, "image": None, "image_uri": uri}))
+        long_user_id = f"long-user-{new_photo_id()[:8]}"
+        alice.send_raw(long_user_id, avro_type(PHOTO_EVENT).encode(
+            {"photo_id": long_user_id, "user_id": "u" * 1_000_000, "captured_at": datetime.now(timezone.utc),
+             "region": "eu", "content_type": None, "image": images.jpeg(), "image_uri": None}))
+        for sender in (alice, bob):
+            sender.flush()
+        letters = collect(dead_letters, {shared_id, *forbidden, long_user_id})
+        later = collect(predictions, {shared_id}, timeout=20)
+    finally:
+        predictions.close()
+        dead_letters.close()
+
+    decoded = {key: [avro_type(DEAD_LETTER).decode(value) for value in values] for key, values in letters.items()}
+    assert sorted(letter["error_class"] for letter in decoded[shared_id]) == ["duplicate_event", "duplicate_photo_id"]
+    for photo_id in forbidden:
+        (letter,) = decoded[photo_id]
+        assert letter["error_class"] == "forbidden_image_uri", letter
+        assert private.decode() not in letter["error_message"]
+    assert [letter["error_class"] for letter in decoded[long_user_id]] == ["bad_user_id"]
+    assert len(decoded[long_user_id][0]["error_message"]) < 1_000
+    # bob's photo got its own prediction; alice's got none beyond her first
+    users = [decode_record(Prediction, value).photo.user_id for value in later[shared_id]]
+    assert users == ["bob"]
+    eu = settings.region_buckets["eu"]
+    stored = {user: client.get_object(Bucket=eu, Key=f"originals/{user}/{shared_id}")["Body"].read()
+              for user in ("alice", "bob")}
+    assert stored == {"alice": photos[0].read_bytes(), "bob": photos[1].read_bytes()}
+    assert not client.list_objects_v2(Bucket=eu, Prefix="originals/alice/deputy-").get("KeyCount")
 
 
 def restart(services: dict[str, ServiceProcess], name: str) -> None:

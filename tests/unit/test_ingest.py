@@ -1,10 +1,12 @@
+import io
 from datetime import datetime, timezone
 
 import pytest
+from PIL import Image
 
 from core.errors import RecordError
 from core.records import PhotoEvent
-from services.ingest.transform import IngestPolicy, ingest_photo
+from services.ingest.transform import IngestPolicy, StoredOriginal, ingest_photo, new_originals
 from tests import images
 
 POLICY = IngestPolicy(
@@ -13,6 +15,7 @@ POLICY = IngestPolicy(
 )
 CAPTURED = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
 RECEIVED = datetime(2026, 3, 4, 5, 6, 8, tzinfo=timezone.utc)
+SOURCE = "fruits.photos[0]@7"
 
 
 def event(**changes):
@@ -25,20 +28,29 @@ def no_uri(uri, max_bytes):
     raise AssertionError("must not read a URI")
 
 
-def test_valid_photo_is_stored_in_its_region_without_gps():
-    record, original = ingest_photo(event(region="us"), RECEIVED, POLICY, no_uri)
-    assert (original.bucket, original.key) == ("photos-us", "originals/2026/03/04/p-1.jpg")
-    assert record.photo.original_uri == "s3://photos-us/originals/2026/03/04/p-1.jpg"
+def ingest(ev, policy=POLICY, read_uri=no_uri, source=SOURCE):
+    return ingest_photo(ev, RECEIVED, source, policy, read_uri)
+
+
+def test_valid_photo_is_stored_under_its_user_in_its_region_without_gps():
+    record, original = ingest(event(region="us"))
+    assert (original.bucket, original.key) == ("photos-us", "originals/u/p-1")
+    assert record.photo.original_uri == "s3://photos-us/originals/u/p-1"
     assert record.photo.received_at == RECEIVED and record.content_type == "image/jpeg"
     assert (record.photo.photo_id, record.photo.user_id, record.photo.region) == ("p-1", "u", "us")
     assert (record.width, record.height) == (100, 100)
     assert record.image == original.data and b"FruitsTestCam" in original.data
-    from PIL import Image
-    import io
+    assert record.sha256 == original.sha256 and original.source == SOURCE
     assert images.GPS_IFD not in Image.open(io.BytesIO(original.data)).getexif()
 
 
-def test_large_photo_travels_by_reference():
+def test_two_users_with_the_same_photo_id_get_different_objects():
+    _, first = ingest(event(user_id="alice"))
+    _, second = ingest(event(user_id="bob"))
+    assert first.key != second.key
+
+
+def test_large_photo_travels_by_reference_from_the_users_uploads():
     big = images.jpeg(400, 400)
     seen = []
 
@@ -46,10 +58,38 @@ def test_large_photo_travels_by_reference():
         seen.append((uri, max_bytes))
         return big
 
-    record, _ = ingest_photo(event(image=None, image_uri="s3://photos-eu/uploads/p-1.jpg"), RECEIVED,
-                             IngestPolicy(2_000_000, 100, 40_000_000, {"eu": "photos-eu"}), read_uri)
-    assert seen == [("s3://photos-eu/uploads/p-1.jpg", 2_000_000)]
+    record, _ = ingest(event(image=None, image_uri="s3://photos-eu/uploads/u/p-1.jpg"),
+                       IngestPolicy(2_000_000, 100, 40_000_000, {"eu": "photos-eu"}), read_uri)
+    assert seen == [("s3://photos-eu/uploads/u/p-1.jpg", 2_000_000)]
     assert record.image is None  # over the inline limit: preprocess reads original_uri
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://photos-us/uploads/u/p-1.jpg",  # another region's bucket
+        "s3://fruits-models/current.json",  # a private bucket
+        "s3://photos-eu/uploads/alice/p-1.jpg",  # another user's upload
+        "s3://photos-eu/originals/u/p-1",  # not an upload
+        "s3://photos-eu/uploads/u/../alice/p-1.jpg",  # a path some stores normalise
+        "s3://photos-eu/uploads/u//p-1.jpg",
+        "s3://photos-eu/uploads/u",
+    ],
+)
+def test_an_image_uri_outside_the_users_uploads_is_forbidden_without_reading_it(uri):
+    with pytest.raises(RecordError) as caught:
+        ingest(event(image=None, image_uri=uri))
+    assert caught.value.reason == "forbidden_image_uri"
+
+
+def test_the_uploads_prefix_is_configurable():
+    policy = IngestPolicy(2_000_000, 5_000, 40_000_000, {"eu": "photos-eu"}, upload_prefix="in/{user_id}/photos/")
+    record, _ = ingest(event(image=None, image_uri="s3://photos-eu/in/u/photos/a.jpg"), policy,
+                       lambda uri, max_bytes: images.jpeg())
+    assert record.photo.photo_id == "p-1"
+    with pytest.raises(RecordError) as caught:
+        ingest(event(image=None, image_uri="s3://photos-eu/uploads/u/a.jpg"), policy)
+    assert caught.value.reason == "forbidden_image_uri"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +97,13 @@ def test_large_photo_travels_by_reference():
     [
         ({"region": "mars"}, "unknown_region"),
         ({"photo_id": "../../etc/passwd"}, "bad_photo_id"),
+        ({"photo_id": "p" * 129}, "bad_photo_id"),
+        ({"user_id": "x" * 1_000_000}, "bad_user_id"),
+        ({"user_id": "alice/../bob"}, "bad_user_id"),
+        ({"user_id": ""}, "bad_user_id"),
+        ({"region": "e" * 33}, "field_too_long"),
+        ({"content_type": "image/" + "x" * 100}, "field_too_long"),
+        ({"image": None, "image_uri": "s3://photos-eu/uploads/u/" + "k" * 1024}, "field_too_long"),
         ({"image": None}, "bad_event"),
         ({"image_uri": "s3://x/y"}, "bad_event"),
         ({"image": images.PDF}, "unsupported_type"),
@@ -68,5 +115,34 @@ def test_large_photo_travels_by_reference():
 )
 def test_bad_events_are_rejected_with_a_reason(changes, reason):
     with pytest.raises(RecordError) as caught:
-        ingest_photo(event(**changes), RECEIVED, POLICY, no_uri)
+        ingest(event(**changes))
     assert caught.value.reason == reason
+    assert len(str(caught.value)) < 1_000  # a huge field is not echoed back whole
+
+
+def test_a_replayed_event_is_a_duplicate_event():
+    _, original = ingest(event(), source="fruits.photos[0]@99")
+    (outcome,) = new_originals([original], [StoredOriginal(original.sha256, SOURCE)])
+    assert isinstance(outcome, RecordError) and outcome.reason == "duplicate_event"
+
+
+def test_another_image_under_a_used_photo_id_is_a_duplicate_photo_id():
+    _, original = ingest(event(image=images.jpeg(50, 50)), source="fruits.photos[0]@99")
+    (outcome,) = new_originals([original], [StoredOriginal("0" * 64, SOURCE)])
+    assert isinstance(outcome, RecordError) and outcome.reason == "duplicate_photo_id"
+
+
+def test_our_own_retry_after_a_crash_stores_again():
+    _, original = ingest(event())
+    assert new_originals([original], [StoredOriginal(original.sha256, SOURCE)]) == [original]
+    assert new_originals([original], [None]) == [original]
+
+
+def test_a_repeat_within_one_batch_counts_as_stored():
+    _, first = ingest(event(), source="fruits.photos[0]@1")
+    _, replay = ingest(event(), source="fruits.photos[0]@2")
+    _, other_image = ingest(event(image=images.jpeg(50, 50)), source="fruits.photos[0]@3")
+    _, other_user = ingest(event(user_id="bob"), source="fruits.photos[0]@4")
+    outcomes = new_originals([first, replay, other_image, other_user], [None] * 4)
+    assert outcomes[0] == first and outcomes[3] == other_user
+    assert [outcome.reason for outcome in outcomes[1:3]] == ["duplicate_event", "duplicate_photo_id"]
