@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import TypeVar
@@ -43,19 +44,52 @@ class Reason(StrEnum):
     BAD_TENSOR = "bad_tensor"
     BAD_FEATURES = "bad_features"
     UNKNOWN_MODEL_VERSION = "unknown_model_version"
+    # The stage kept failing on this record with an unexpected exception (a bug, not a verdict on
+    # the record): tried a bounded number of times, then set aside so the others go on.
+    INTERNAL_ERROR = "internal_error"
 
 
 class RecordError(Exception):
     """This record cannot be processed; the stage carries on with the next one.
 
     ``reason`` says why, for machines (a bounded ``Reason``); the message explains it to
-    a human. Any other exception is a bug or an outage: the service stops without
-    committing, so the record is retried after a restart rather than lost.
+    a human. A ``DependencyError`` is an outage: the batch is waited out and redone. Any
+    other exception is a bug: the batch is retried, then the records it keeps failing on are
+    dead-lettered as ``internal_error`` (``core.kafka``).
     """
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = Reason(reason)
+
+
+class DependencyError(Exception):
+    """A service the stage depends on (Kafka, S3, the model store) is away or refuses us: never the
+    record's fault. The stage loop aborts the batch, waits with backoff and redoes it; nothing is
+    dead-lettered for it. The message names the dependency and the error, never a payload."""
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(f"{dependency}: {message}")
+        self.dependency = dependency
+
+
+NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror)
+"""Python's own network failures (refused, reset, timed out, name resolution)."""
+
+
+def dependency_error(exc: BaseException) -> DependencyError | None:
+    """``exc`` as a DependencyError if it is one, or a network failure, or was raised while
+    handling one (a client library's wrapper of a refused connection); else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short cause chain: a wrapper of a wrapper of the socket error
+        if seen is None:
+            return None
+        if isinstance(seen, DependencyError):
+            return seen
+        if isinstance(seen, NETWORK_ERRORS):
+            return DependencyError("network", f"{type(exc).__name__} ({type(seen).__name__})")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def map_valid(

@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from core.errors import Reason, RecordError
+from core.errors import DependencyError, Reason, RecordError
 from core.manifest import Manifest
+from core.s3 import s3_dependency
 
 log = logging.getLogger(__name__)
 
@@ -283,17 +284,20 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 
 class ModelStore:
-    """Bundles in an S3 bucket, with an atomically moved ``current`` pointer."""
+    """Bundles in an S3 bucket, with an atomically moved ``current`` pointer. S3 being away
+    raises a DependencyError (``core.s3.s3_dependency``)."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         self.client = client
         self.bucket = bucket
 
     def _get(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        with s3_dependency("model store"):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        with s3_dependency("model store"):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
 
     def save(self, bundle: ModelBundle, make_current: bool = True) -> None:
         if bundle.manifest is None:
@@ -390,7 +394,8 @@ class ModelStore:
 
 class CurrentBundle:
     """The store's current bundle, re-checked at most every ``refresh_seconds``:
-    a newly published bundle is picked up without a restart."""
+    a newly published bundle is picked up without a restart. While the store is away the
+    bundle in use stays in use (re-checked at the same pace)."""
 
     def __init__(self, store: ModelStore, refresh_seconds: float, clock: Callable[[], float] = time.monotonic):
         self.store = store
@@ -403,21 +408,30 @@ class CurrentBundle:
         now = self.clock()
         if now - self.checked_at >= self.refresh_seconds:
             self.checked_at = now
-            version = self.store.current_version()
-            if version is not None and (self.bundle is None or self.bundle.version != version):
-                self.bundle = self.store.load(version)
-                log.info("model bundle %s is current (PCA k=%d)", version, self.bundle.pca.k)
+            try:
+                version = self.store.current_version()
+                if version is not None and (self.bundle is None or self.bundle.version != version):
+                    self.bundle = self.store.load(version)
+                    log.info("model bundle %s is current (PCA k=%d)", version, self.bundle.pca.k)
+            except DependencyError as exc:
+                if self.bundle is None:
+                    raise
+                log.warning("cannot check for a new model bundle (%s); keeping %s", exc, self.bundle.version)
         return self.bundle
 
     def wait(self, stop: Callable[[], bool], log_every_seconds: float = 10.0) -> ModelBundle | None:
         """Block until a bundle is current (records wait in Kafka meanwhile) or ``stop()``."""
         last_log = -math.inf
         while not stop():
-            bundle = self.get()
+            try:
+                bundle = self.get()
+                problem = f"no current model in s3://{self.store.bucket}; train one with `fruits train`"
+            except DependencyError as exc:
+                bundle, problem = None, f"waiting for the model store: {exc}"
             if bundle is not None:
                 return bundle
             if self.clock() - last_log >= log_every_seconds:
-                log.warning("no current model in s3://%s; train one with `fruits train`", self.store.bucket)
+                log.warning("%s", problem)
                 last_log = self.clock()
             time.sleep(min(self.refresh_seconds, 1.0))
         return None

@@ -1,18 +1,39 @@
-"""S3 access (boto3), identical for the embedded SeaweedFS and AWS."""
+"""S3 access (boto3), identical for the embedded SeaweedFS and AWS, and what counts as S3
+being away (``is_outage``: the stage loop waits those out). boto3 is imported when a client
+is made: a process that only classifies errors (featurize's loop) does not load it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-import boto3
-from botocore.config import Config
+from botocore import exceptions as boto
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.errors import Reason, RecordError
+from core.errors import DependencyError, Reason, RecordError
 from core.settings import Settings
+
+OUTAGE_ERRORS = (
+    boto.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, SSL and proxy errors
+    boto.HTTPClientError,  # ReadTimeoutError, ConnectionClosedError, ResponseStreamingError
+    boto.IncompleteReadError,
+    boto.NoCredentialsError,
+    boto.PartialCredentialsError,
+)
+"""botocore's errors that say S3 could not be reached or asked (not what it answered)."""
+OUTAGE_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout",
+    "ServiceUnavailable", "InternalError", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "ExpiredToken", "RequestTimeTooSkewed",
+})  # fmt: skip
+"""S3 error codes that are the service's state or our credentials, never the record's fault."""
 
 
 def s3_client(settings: Settings) -> Any:
+    import boto3
+    from botocore.config import Config
+
     return boto3.client(
         "s3",
         config=Config(
@@ -29,6 +50,27 @@ def s3_client(settings: Settings) -> Any:
     )
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` means S3 is away, overloaded or refuses our credentials: waited out by
+    the stage loop, never a verdict on a record (a 5xx, throttling, a connection failure)."""
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code", "") in OUTAGE_CODES
+    return isinstance(exc, OUTAGE_ERRORS)
+
+
+@contextmanager
+def s3_dependency(name: str = "S3") -> Iterator[None]:
+    """Turn an S3 outage raised inside into a DependencyError naming ``name``; other errors pass."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        if not is_outage(exc):
+            raise
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        raise DependencyError(name, f"{type(exc).__name__} {code}".strip()) from exc
+
+
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` → (bucket, key)."""
     if not uri.startswith("s3://") or "/" not in uri[5:]:
@@ -43,12 +85,13 @@ def read_object(client: Any, uri: str, max_bytes: int) -> bytes:
     """Read an object that a record refers to, refusing it if it is too large."""
     bucket, key = parse_s3_uri(uri)
     try:
-        head = client.head_object(Bucket=bucket, Key=key)
-        if head["ContentLength"] > max_bytes:
-            raise RecordError(
-                Reason.IMAGE_TOO_LARGE, f"{uri} is {head['ContentLength']:,} bytes, over the limit of {max_bytes:,}"
-            )
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        with s3_dependency():  # S3 away: a DependencyError, waited out; a missing object: the record's
+            head = client.head_object(Bucket=bucket, Key=key)
+            if head["ContentLength"] > max_bytes:
+                raise RecordError(
+                    Reason.IMAGE_TOO_LARGE, f"{uri} is {head['ContentLength']:,} bytes, over the limit of {max_bytes:,}"
+                )
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):

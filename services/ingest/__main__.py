@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 from core.errors import RecordError, map_valid
 from core.kafka import Received, Stage, run_stage
 from core.records import IngestedPhoto, PhotoEvent
-from core.s3 import read_object, s3_client
+from core.s3 import read_object, s3_client, s3_dependency
 from core.settings import Settings, get_settings
 from services.ingest.transform import IngestPolicy, Original, StoredOriginal, ingest_photo, new_originals
 
@@ -35,26 +35,28 @@ def build_stage(settings: Settings) -> Stage[PhotoEvent, IngestedPhoto]:
 
     def stored_in_s3(original: Original) -> StoredOriginal | None:
         try:
-            metadata = client.head_object(Bucket=original.bucket, Key=original.key)["Metadata"]
+            with s3_dependency():  # an outage, not a verdict on the record: waited out, the batch redone
+                metadata = client.head_object(Bucket=original.bucket, Key=original.key)["Metadata"]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 return None
-            raise  # an outage, not a verdict on the record: the batch is retried
+            raise
         return StoredOriginal(metadata.get(SHA256, ""), metadata.get(SOURCE, ""))
 
     def store(original: Original) -> None:
-        client.put_object(
-            Bucket=original.bucket,
-            Key=original.key,
-            Body=original.data,
-            ContentType=original.content_type,
-            Metadata={SHA256: original.sha256, SOURCE: original.source},
-        )
+        with s3_dependency():
+            client.put_object(
+                Bucket=original.bucket,
+                Key=original.key,
+                Body=original.data,
+                ContentType=original.content_type,
+                Metadata={SHA256: original.sha256, SOURCE: original.source},
+            )
 
     def store_new(checked: list[tuple[IngestedPhoto, Original]]) -> list[IngestedPhoto | RecordError]:
         originals = [original for _, original in checked]
         outcomes = new_originals(originals, list(s3_calls.map(stored_in_s3, originals)))
-        # Any S3 failure raises here: the batch is not committed and is retried after a restart.
+        # An S3 failure raises here: the batch is not committed; the stage loop redoes it.
         list(s3_calls.map(store, [outcome for outcome in outcomes if isinstance(outcome, Original)]))
         return [
             outcome if isinstance(outcome, RecordError) else record
