@@ -5,8 +5,21 @@ output record (or a ``RecordError``), and the loop here does the rest, following
 confluent-kafka-python's exactly-once example: a transactional producer, a
 read_committed consumer without auto-commit, and per batch
 ``begin → produce outputs and dead letters → send_offsets_to_transaction → commit``.
-On an abortable error the batch is aborted and the consumer rewound to the last
-committed offsets, so nothing is lost or duplicated.
+
+What can go wrong, and what the loop does (``StageRunner``; each branch has a unit test):
+
+- a retriable error of a transactional call: the same call again (librdkafka's rule), at a
+  growing interval, then as a Kafka outage at the longest interval, until it succeeds or fails
+  for good; SIGTERM meanwhile leaves without committing;
+- an abortable error (in produce, send_offsets or commit), partitions revoked or lost (the
+  rebalance callbacks), a dependency outage (``DependencyError``: S3, the model store): the
+  transaction is aborted and the consumer rewound to the committed offsets, so the batch is
+  redone (here or by the partitions' new owner) and nothing is lost or duplicated; an outage
+  is waited out with backoff first;
+- a fatal error (fenced: another process took this slot's ids): ``FatalKafkaError``, and the
+  process exits with ``EXIT_RESTART`` for its supervisor to start it again;
+- an unexpected exception in the transform: the batch is tried again, then halved until the
+  records it fails on are found; each is dead-lettered as ``internal_error`` after as many tries.
 """
 
 from __future__ import annotations
@@ -23,10 +36,12 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from core import metrics
-from core.errors import RecordError, map_valid
+from core.errors import DependencyError, Reason, RecordError, dependency_error, map_valid
 from core.limits import DEAD_LETTER_MESSAGE_CHARS, check_size_limits, size_limits
 from core.records import DeadLetter, Record, decode_record, encode_record, photo_id_of
+from core.s3 import is_outage as is_s3_outage
 from core.settings import Settings
+from core.slots import SlotTaken, claim_slot
 
 log = logging.getLogger(__name__)
 In = TypeVar("In", bound=Record)
@@ -164,20 +179,105 @@ def next_offsets(messages: Sequence[Message]) -> list[TopicPartition]:
     return [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in highest.items()]
 
 
+EXIT_RESTART = 75
+"""Exit status after a fatal Kafka error (EX_TEMPFAIL): the process's supervisor (`fruits
+services`, Docker's or Kubernetes' restart policy) starts it again."""
+
+CALL_TIMEOUT_SECONDS = 10.0
+"""How long one blocking Kafka call (commit, send offsets, abort, committed offsets) may take
+before it counts as a retriable failure; librdkafka carries on with it in the background."""
+
+FENCED = (KafkaError._FENCED, KafkaError.FENCED_INSTANCE_ID, KafkaError.PRODUCER_FENCED)
+
+
+class FatalKafkaError(Exception):
+    """The producer or consumer cannot go on: fenced (another process took this slot's
+    transactional.id or group.instance.id) or another fatal librdkafka error.
+
+    The process exits (``EXIT_RESTART``) rather than re-initialising its clients: a fresh
+    process takes its slot's lock again (``core.slots``), so if the slot really is another
+    live process's now it refuses to start instead of fencing that one in turn; and after an
+    outage longer than the transaction timeout it simply starts clean."""
+
+
+class _Redo(Exception):
+    """The open batch cannot be committed: abort it, rewind to the committed offsets, and
+    (after waiting, for an outage) take the records again."""
+
+    def __init__(self, why: str, outage: DependencyError | None = None) -> None:
+        super().__init__(why)
+        self.outage = outage
+
+
+class _Stopping(Exception):
+    """SIGTERM came while waiting for Kafka: leave without committing (the broker aborts the
+    open transaction, at the latest when this slot's next process starts)."""
+
+
+class Backoff:
+    """Waits that double from ``initial`` up to ``maximum``; ``reset`` after a success."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = max(maximum, initial)
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.maximum, self.initial * 2 ** min(self.attempts, 32))
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def outage_of(exc: BaseException) -> DependencyError | None:
+    """``exc`` as a dependency outage (waited out, never a record's fault), or None: a
+    DependencyError, a network error, or one of S3's outage errors that a call site did not
+    wrap (``core.s3.is_outage``)."""
+    found = dependency_error(exc)
+    if found is None and is_s3_outage(exc):
+        found = DependencyError("S3", type(exc).__name__)
+    return found
+
+
+def exception_name(exc: BaseException) -> str:
+    """``ValueError``, ``numpy.linalg.LinAlgError``: what a dead letter says of an unexpected
+    exception (its text may quote the record)."""
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 class StageRunner(Generic[In, Out]):
-    def __init__(self, stage: Stage[In, Out], settings: Settings, stop: StopFlag) -> None:
+    """Runs a Stage: owns the consumer, the transactional producer and the open transaction."""
+
+    def __init__(
+        self,
+        stage: Stage[In, Out],
+        settings: Settings,
+        stop: StopFlag,
+        instance_id: str | None = None,
+        *,
+        consumer: Any = None,
+        producer: Any = None,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> None:
+        """``instance_id``: the slot this process holds (``core.slots``); by default the
+        setting, or "0". ``consumer``, ``producer`` and ``sleep`` (waits that many seconds,
+        True if stopped meanwhile) replace the real ones in tests."""
         self.stage = stage
         self.settings = settings
         self.stop = stop
         self.metrics = metrics.stage_metrics(stage.name, stage.output_topic, settings.metrics_enabled)
-        member = f"fruits-{stage.name}-{settings.instance_id}"
+        self.instance_id = instance_id or settings.instance_id or "0"
+        member = f"fruits-{stage.name}-{self.instance_id}"
         # Consumer lag comes from librdkafka's own statistics (no extra broker requests);
         # the callback runs inside poll(), on this thread.
         statistics = {
             "statistics.interval.ms": round(settings.metrics_stats_interval_seconds * 1000),
             "stats_cb": self.metrics.kafka_statistics,
         } if settings.metrics_enabled else {}  # fmt: skip
-        self.consumer = Consumer(
+        self.consumer = consumer or Consumer(
             consumer_config(
                 settings,
                 group_id=f"fruits-{stage.name}",
@@ -187,56 +287,243 @@ class StageRunner(Generic[In, Out]):
                 **statistics,
             )
         )
-        self.producer = Producer(producer_config(settings, **{"transactional.id": member}))
+        self.producer = producer or Producer(producer_config(settings, **{"transactional.id": member}))
+        self.sleep = sleep or stop.event.wait
+        self.batch: list[Message] = []
+        """The records of the open transaction (empty when none is open)."""
+        self.in_transaction = False
+        self.rebalanced = False
+        """Set by the rebalance callbacks: what the current poll returned is not to be used."""
+        self.outage = Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds)
 
     def run(self) -> None:
         stage = self.stage
         stage.on_start(lambda: bool(self.stop))
         if self.stop:
             return
-        self.producer.init_transactions(60)
-        self.consumer.subscribe([stage.input_topic])
-        log.info("%s: consuming %s → %s", stage.name, stage.input_topic, stage.output_topic)
         try:
+            self._call(
+                "init_transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_SECONDS), FatalKafkaError
+            )
+            self.consumer.subscribe(
+                [stage.input_topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+            )
+            log.info(
+                "%s: consuming %s → %s as instance %s",
+                stage.name,
+                stage.input_topic,
+                stage.output_topic,
+                self.instance_id,
+            )
             while not self.stop:
                 self._run_transaction()
+        except _Stopping as stopping:
+            log.warning(
+                "%s: stopped while waiting for Kafka (%s); the open transaction, if any, is aborted by the broker",
+                stage.name,
+                stopping,
+            )
         finally:
-            self.consumer.close()
-            self.producer.flush(10)
+            self._close()
         log.info("%s: stopped", stage.name)
 
-    def _poll(self, max_records: int, timeout: float) -> list[Message]:
-        return [m for m in poll_batch(self.consumer, max_records, timeout) if not self._is_error(m)]
+    def _close(self) -> None:
+        # Leaving: a transaction still open (stopped while waiting for Kafka, or fenced) is
+        # aborted by the broker, not by the revoke callback that close() runs.
+        self.in_transaction = False
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:  # a fenced consumer may refuse to leave cleanly
+            log.warning("%s: closing the consumer: %s", self.stage.name, exc)
+        self.producer.flush(CALL_TIMEOUT_SECONDS)
+
+    # --- One transaction --------------------------------------------------------------------
 
     def _run_transaction(self) -> None:
         """One transaction: from the first record, keep taking records for up to
         ``commit_interval_seconds`` (or until a full batch), then commit them together.
         Under load this amortises the broker's per-transaction cost over many records;
-        when idle no transaction is open."""
+        when idle no transaction is open. Whatever stops it from committing aborts it and
+        rewinds (``_redo``)."""
         settings = self.settings
-        messages = self._poll(settings.max_batch_records, settings.poll_timeout_seconds)
-        if not messages:
+        try:
+            messages = self._poll(settings.max_batch_records, settings.poll_timeout_seconds)
+            if not messages:
+                return
+            deadline = time.monotonic() + settings.commit_interval_seconds
+            self._call("begin_transaction", self.producer.begin_transaction, FatalKafkaError)
+            self.in_transaction = True
+            while messages:
+                self.batch += messages
+                self._process(messages)
+                remaining = deadline - time.monotonic()
+                if len(self.batch) >= settings.max_batch_records or remaining <= 0 or self.stop:
+                    break
+                messages = self._poll(settings.max_batch_records - len(self.batch), remaining)
+            offsets, group = next_offsets(self.batch), self.consumer.consumer_group_metadata()
+            self._call(
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(offsets, group, CALL_TIMEOUT_SECONDS),
+            )
+            self._call("commit_transaction", lambda: self.producer.commit_transaction(CALL_TIMEOUT_SECONDS))
+            self.in_transaction = False
+            self.metrics.transaction(len(self.batch), committed=True)
+            self.outage.reset()
+        except _Redo as redo:
+            self._redo(redo)
+        finally:
+            self.batch = []
+
+    def _redo(self, redo: _Redo) -> None:
+        """Abort the open transaction (if the rebalance callback has not), rewind, and wait
+        first if a dependency is away: the batch's records are taken again from the
+        committed offsets, by this process or by their partitions' new owner."""
+        if self.in_transaction:
+            self._abort(str(redo))
+        self._rewind()
+        if redo.outage is not None:
+            delay = self.outage.next_delay()
+            log.warning(
+                "%s: %s is unavailable (%s); retrying in %.1f s",
+                self.stage.name,
+                redo.outage.dependency,
+                redo.outage,
+                delay,
+            )
+            self.metrics.retry("dependency", delay)
+            self.sleep(delay)  # SIGTERM ends the wait, and the run loop
+
+    def _abort(self, why: str) -> None:
+        batch = self.batch
+        log.warning(
+            "%s: aborting the transaction of %d records from %s: %s",
+            self.stage.name,
+            len(batch),
+            where(batch[0]) if batch else "-",
+            why,
+        )
+        self._call("abort_transaction", lambda: self.producer.abort_transaction(CALL_TIMEOUT_SECONDS), FatalKafkaError)
+        self.in_transaction = False
+        self.metrics.transaction(len(batch), committed=False)
+
+    def _rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset, where the next
+        transaction starts. A partition that is not fetching yet (just assigned) has
+        delivered nothing and starts there anyway."""
+        assignment = self.consumer.assignment()
+        if not assignment:
             return
-        deadline = time.monotonic() + settings.commit_interval_seconds
-        self.producer.begin_transaction()
-        done: list[Message] = []
-        while messages:
-            self._process(messages)
-            done += messages
-            remaining = deadline - time.monotonic()
-            if len(done) >= settings.max_batch_records or remaining <= 0 or self.stop:
-                break
-            messages = self._poll(settings.max_batch_records - len(done), remaining)
-        self.producer.send_offsets_to_transaction(next_offsets(done), self.consumer.consumer_group_metadata())
-        self._commit(done)
+        backoff = Backoff(self.settings.retry_backoff_initial_seconds, self.settings.retry_backoff_max_seconds)
+        while True:
+            try:
+                committed = self.consumer.committed(assignment, timeout=CALL_TIMEOUT_SECONDS)
+                if not any(tp.error for tp in committed):
+                    break
+                problem: object = next(tp.error for tp in committed if tp.error)
+            except KafkaException as exc:
+                if exc.args[0].fatal():
+                    raise FatalKafkaError(f"reading the committed offsets: {exc.args[0]}") from exc
+                problem = exc.args[0]
+            delay = backoff.next_delay()
+            log.warning(
+                "%s: cannot read the committed offsets (%s); retrying in %.1f s", self.stage.name, problem, delay
+            )
+            self.metrics.retry("kafka", delay)
+            if self.sleep(delay):
+                raise _Stopping("reading the committed offsets")
+        for tp in committed:
+            if tp.offset < 0:  # nothing committed yet: from the start, as auto.offset.reset=earliest
+                tp.offset = OFFSET_BEGINNING
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:
+                if exc.args[0].code() not in (KafkaError._STATE, KafkaError._UNKNOWN_PARTITION):
+                    raise FatalKafkaError(f"rewinding {tp.topic}[{tp.partition}]: {exc.args[0]}") from exc
+
+    def _call(self, name: str, call: Callable[[], Any], failure: type[Exception] = _Redo) -> Any:
+        """A call to the transactional producer. A retriable error calls it again (the
+        same call, as librdkafka requires: another one would be refused while it is in
+        progress) at a growing interval: ``transaction_retries`` times as retries, then as a
+        Kafka outage at up to the longest interval, until it succeeds or fails for good.
+        An abortable error raises ``failure`` (``_Redo``: abort and redo the batch), a fatal
+        one FatalKafkaError; SIGTERM while waiting raises _Stopping."""
+        backoff = Backoff(self.settings.retry_backoff_initial_seconds, self.settings.retry_backoff_max_seconds)
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or error.code() in FENCED:
+                    raise FatalKafkaError(f"{name}: {error}") from exc
+                if not error.retriable():
+                    raise failure(f"{name} failed: {error}") from exc
+                delay = backoff.next_delay()
+                if backoff.attempts <= self.settings.transaction_retries:
+                    cause = "kafka"
+                    log.warning(
+                        "%s: %s failed (%s); retry %d of %d in %.1f s",
+                        self.stage.name,
+                        name,
+                        error,
+                        backoff.attempts,
+                        self.settings.transaction_retries,
+                        delay,
+                    )
+                else:
+                    cause = "dependency"
+                    log.warning(
+                        "%s: Kafka is unavailable: %s failed %d times (%s); retrying in %.1f s",
+                        self.stage.name,
+                        name,
+                        backoff.attempts,
+                        error,
+                        delay,
+                    )
+                self.metrics.retry(cause, delay)
+                if self.sleep(delay):
+                    raise _Stopping(name) from exc
+
+    # --- Rebalance callbacks (called inside poll/consume, on this thread) -----------------
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("%s: assigned %s", self.stage.name, describe(partitions))
+        self.metrics.rebalance("assigned")
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._taken_away("revoked", partitions)
+
+    def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._taken_away("lost", partitions)
+
+    def _taken_away(self, event: str, partitions: list[TopicPartition]) -> None:
+        """Partitions go to another member: the open transaction is aborted at once (its
+        offsets could no longer be committed with this generation anyway), so the new owner
+        redoes its records; what this poll returns is dropped and the rest rewound."""
+        log.info("%s: %s %s", self.stage.name, event, describe(partitions))
+        self.metrics.rebalance(event)
+        self.rebalanced = True
+        if self.in_transaction:
+            self._abort(f"partitions {event}")
+
+    # --- Records ------------------------------------------------------------------------------
+
+    def _poll(self, max_records: int, timeout: float) -> list[Message]:
+        messages = poll_batch(self.consumer, max_records, timeout)
+        if self.rebalanced:  # a rebalance ran inside this poll: it may have returned records of the old assignment
+            self.rebalanced = False
+            raise _Redo("rebalance")
+        return [m for m in messages if not self._is_error(m)]
 
     def _is_error(self, msg: Message) -> bool:
+        """A consumer error event: fatal ones end the process, the others are librdkafka's
+        news (a broker went away, ...) that it recovers from by itself."""
         err = msg.error()
         if err is None:
             return False
-        if err.fatal() or not err.retriable() and err.code() != KafkaError._PARTITION_EOF:
-            raise KafkaException(err)
-        log.warning("%s: consumer: %s", self.stage.name, err)
+        if err.fatal():
+            raise FatalKafkaError(f"consumer: {err}")
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("%s: consumer: %s", self.stage.name, err)
         return True
 
     def _process(self, messages: list[Message]) -> None:
@@ -245,71 +532,111 @@ class StageRunner(Generic[In, Out]):
         started = time.perf_counter()
         received = [self._receive(msg) for msg in messages]
         self.metrics.consumed(len(messages))
-        outcomes = map_valid(received, lambda item: item, stage.transform)
+        outcomes = self._outcomes(messages, received, self.settings.transform_attempts)
         produced = 0
         for msg, item, outcome in zip(messages, received, outcomes):
+            if not isinstance(outcome, RecordError):
+                try:
+                    encoded = encode_record(outcome)
+                except Exception as exc:  # a transform's bug: tried again it would fail the same way
+                    log.exception("%s: %s: cannot encode the output", stage.name, where(msg))
+                    outcome = RecordError(Reason.INTERNAL_ERROR, f"{exception_name(exc)} encoding the output")
             if isinstance(outcome, RecordError):
                 log.warning("%s: %s → dead letter: %s: %s", stage.name, where(msg), outcome.reason, outcome)
                 photo_id = None if isinstance(item, RecordError) else photo_id_of(item.record)
                 letter = dead_letter(stage.name, msg, outcome, photo_id)
-                self.producer.produce(self.settings.topic_dead_letter, key=msg.key(), value=encode_record(letter))
+                self._produce(self.settings.topic_dead_letter, msg.key(), encode_record(letter))
                 self.metrics.dead_letter(outcome.reason)
             else:
-                self.producer.produce(stage.output_topic, key=msg.key(), value=encode_record(outcome))
+                self._produce(stage.output_topic, msg.key(), encoded)
                 produced += 1
             self.producer.poll(0)
         self.metrics.processed(
             produced, time.perf_counter() - started, (msg.timestamp()[1] for msg in messages), time.time()
         )
 
+    def _outcomes(
+        self, messages: list[Message], items: list[Received[In] | RecordError], attempts: int
+    ) -> list[Out | RecordError]:
+        """The transform's outcomes for ``items``, trying it ``attempts`` times if it raises
+        an unexpected exception. Then the batch is halved (each half tried once, a single
+        record ``transform_attempts`` times) until the records it fails on are found: each of
+        those becomes an ``internal_error`` that names the exception's type only (its text may
+        quote the record). A dependency outage raises _Redo at once, at any depth: it is
+        never a record's fault."""
+        failure: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                return map_valid(items, lambda item: item, self.stage.transform)
+            except Exception as exc:
+                if isinstance(exc, RecordError) and len(items) == 1:
+                    return [exc]  # a transform that raises its one record's RecordError
+                outage = outage_of(exc)
+                if outage is not None:
+                    raise _Redo(str(outage), outage) from exc
+                failure = exc
+                if attempt == 0:
+                    log.warning(
+                        "%s: the transform of %d records from %s raised %s",
+                        self.stage.name,
+                        len(items),
+                        where(messages[0]),
+                        exception_name(exc),
+                        exc_info=True,
+                    )
+                if attempt + 1 < attempts:
+                    self.metrics.retry("transform")
+        assert failure is not None
+        if len(items) == 1:
+            return [RecordError(Reason.INTERNAL_ERROR, f"{exception_name(failure)} raised in {attempts} tries")]
+        half = len(items) // 2
+        tries = self.settings.transform_attempts
+        return [
+            *self._outcomes(messages[:half], items[:half], tries if half == 1 else 1),
+            *self._outcomes(messages[half:], items[half:], tries if len(items) - half == 1 else 1),
+        ]
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value)
+                return
+            except BufferError:  # the local queue is full: let deliveries drain it
+                self.producer.poll(0.5)
+                if self.stop:
+                    raise _Stopping("producing") from None
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or error.code() in FENCED:
+                    raise FatalKafkaError(f"produce: {error}") from exc
+                raise _Redo(f"produce failed: {error}") from exc
+
     def _receive(self, msg: Message) -> Received[In] | RecordError:
         try:
             record = decode_record(self.stage.input_type, msg.value())
         except RecordError as error:
             return error
+        except Exception as exc:  # a bug of the decoder: this record would fail the same way every time
+            log.exception("%s: %s: cannot decode the record", self.stage.name, where(msg))
+            return RecordError(Reason.INTERNAL_ERROR, f"{exception_name(exc)} decoding the record")
         return Received(record, datetime.fromtimestamp(msg.timestamp()[1] / 1000, timezone.utc), where(msg))
 
-    def _commit(self, messages: list[Message]) -> None:
-        while True:
-            try:
-                self.producer.commit_transaction(30)
-                self.metrics.transaction(len(messages), committed=True)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.retriable():
-                    log.warning("%s: commit failed, retrying: %s", self.stage.name, error)
-                    continue
-                if error.txn_requires_abort():
-                    log.warning(
-                        "%s: commit failed, aborting %d records from %s: %s",
-                        self.stage.name,
-                        len(messages),
-                        where(messages[0]),
-                        error,
-                    )
-                    self.producer.abort_transaction(30)
-                    self.metrics.transaction(len(messages), committed=False)
-                    self._rewind()
-                    return
-                raise
 
-    def _rewind(self) -> None:
-        """Seek every assigned partition back to its committed offset after an abort."""
-        for tp in self.consumer.committed(self.consumer.assignment(), timeout=30):
-            if tp.offset < 0:
-                tp.offset = OFFSET_BEGINNING
-            self.consumer.seek(tp)
+def describe(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "no partitions"
 
 
 def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
-    """Run ``stage`` until SIGTERM/SIGINT; serves /metrics on the stage's port."""
+    """Run ``stage`` until SIGTERM/SIGINT; serves /metrics on the stage's port. Refuses to
+    start (status 2) on a replica slot another live process holds; exits with EXIT_RESTART
+    after a fatal Kafka error."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = StopFlag()
     stop.install()
     try:  # a dead letter of the largest record must fit: refuse to start rather than fail record by record
         check_size_limits(settings)
-    except ValueError as exc:
+        slot = claim_slot(settings.state_dir, stage.name, settings.instance_id)
+    except (ValueError, SlotTaken) as exc:
         log.critical("%s: %s", stage.name, exc)
         raise SystemExit(2) from None
     check_reachable(settings)
@@ -319,4 +646,8 @@ def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     else:
         log.info("%s: metrics disabled (FRUITS_METRICS_ENABLED=false)", stage.name)
     log.info(READY_MESSAGE, stage.name)
-    StageRunner(stage, settings, stop).run()
+    try:
+        StageRunner(stage, settings, stop, slot.instance_id).run()
+    except FatalKafkaError as exc:
+        log.critical("%s: %s; exiting (status %d) to be restarted", stage.name, exc, EXIT_RESTART)
+        raise SystemExit(EXIT_RESTART) from None

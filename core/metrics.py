@@ -42,6 +42,21 @@ DEAD_LETTERS = Counter(
 TRANSACTIONS = Counter(
     "fruits_transactions_total", "Kafka transactions, by outcome (committed, aborted).", ["stage", "outcome"]
 )
+RETRIES = Counter(
+    "fruits_retries_total",
+    "Retries after an error, by cause: kafka (a retriable error of a transactional call), dependency "
+    "(Kafka, S3 or the model store away: the batch is aborted, waited out and redone), transform (an "
+    "unexpected exception in the stage's transform, retried before its record is dead-lettered).",
+    ["stage", "cause"],
+)
+RETRY_WAIT_SECONDS = Counter(
+    "fruits_retry_wait_seconds_total", "Time spent waiting (backoff) before retries, by cause.", ["stage", "cause"]
+)
+REBALANCES = Counter(
+    "fruits_rebalances_total",
+    "Consumer group rebalance events of the stage's consumer: assigned, revoked, lost.",
+    ["stage", "event"],
+)
 BATCH_PROCESSING_SECONDS = Histogram(
     "fruits_batch_processing_seconds",
     "Time to decode, transform and produce one batch (excluding the commit).",
@@ -146,6 +161,12 @@ class StageMetrics:
     def kafka_statistics(self, stats_json: str) -> None:
         pass
 
+    def retry(self, cause: str, waited_seconds: float = 0.0) -> None:
+        """One retry after an error of ``cause`` (kafka, dependency, transform), after waiting that long."""
+
+    def rebalance(self, event: str) -> None:
+        """A rebalance callback ran: ``event`` is assigned, revoked or lost."""
+
 
 class PrometheusStageMetrics(StageMetrics):
     """The stage loop's metrics with the stage's label values bound once."""
@@ -179,6 +200,14 @@ class PrometheusStageMetrics(StageMetrics):
     def transaction(self, records: int, committed: bool) -> None:
         self._batch_size.observe(records)
         (self._committed if committed else self._aborted).inc()
+
+    def retry(self, cause: str, waited_seconds: float = 0.0) -> None:
+        RETRIES.labels(self.stage, cause).inc()
+        if waited_seconds > 0:
+            RETRY_WAIT_SECONDS.labels(self.stage, cause).inc(waited_seconds)
+
+    def rebalance(self, event: str) -> None:
+        REBALANCES.labels(self.stage, event).inc()
 
     def kafka_statistics(self, stats_json: str) -> None:
         """librdkafka's ``stats_cb``: consumer lag of each assigned partition; the series of

@@ -36,9 +36,13 @@ class Settings(BaseSettings):
     """Predictions for users (Prediction)."""
     topic_dead_letter: str = "fruits.dead-letter"
     """Records any stage could not process, with the reason (DeadLetter)."""
-    instance_id: str = "0"
-    """Distinguishes instances of one service: part of the Kafka transactional.id.
-    Give every concurrently running instance of a service its own value."""
+    instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
+    """This process's replica slot of its service: part of its Kafka transactional.id and
+    group.instance.id, so a restarted replica takes its partitions back at once and fences its
+    own zombie. Empty (default): the lowest slot (0, 1, …) no live process of the service holds
+    on this machine. A slot is held by a lock file under FRUITS_STATE_DIR/slots while the process
+    lives: a second process given a taken slot refuses to start. `fruits services` gives each
+    replica its slot; on a cluster give each pod its own (a StatefulSet pod's ordinal or name)."""
     max_batch_records: int = Field(default=64, ge=1)
     """Most records one stage processes (and commits) in one transaction."""
     commit_interval_seconds: float = Field(default=0.0, ge=0)
@@ -47,6 +51,20 @@ class Settings(BaseSettings):
     positive value trades up to that much latency per stage for fewer transactions."""
     poll_timeout_seconds: float = Field(default=0.5, gt=0, le=1.0)
     """How long a service waits for the first record of a batch (≤ 1 s so signals are handled)."""
+    retry_backoff_initial_seconds: float = Field(default=0.2, gt=0)
+    """First wait before retrying after a retriable Kafka error or a dependency outage (S3, the
+    model store, Kafka); each further wait doubles, up to the next setting."""
+    retry_backoff_max_seconds: float = Field(default=10.0, gt=0)
+    """Longest wait between two retries: an outage is waited out at this pace, never a crash."""
+    transaction_retries: int = Field(default=5, ge=0)
+    """Retriable errors of one transactional call (begin, send offsets, commit, abort) retried at
+    a growing interval; after that the call is logged as waiting for Kafka and retried every
+    FRUITS_RETRY_BACKOFF_MAX_SECONDS until it succeeds, fails for good (the batch is then aborted
+    and redone, or the process exits to be restarted) or the service is stopped."""
+    transform_attempts: int = Field(default=3, ge=1)
+    """Tries of a batch whose transform raised an unexpected exception (not a RecordError, not an
+    outage); then the batch is halved until the failing records are found, and each of those is
+    dead-lettered as internal_error after as many tries of its own."""
     max_record_bytes: int = Field(default=2 * 1024 * 1024, ge=64 * 1024)
     """Largest record on the pipeline's data topics (their max.message.bytes). The dead-letter
     topic, the producers and the broker take twice this, so a dead letter always carries the

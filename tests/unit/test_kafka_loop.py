@@ -1,9 +1,22 @@
-"""Loop helpers that need no broker: batching offsets and per-record error isolation."""
+"""The stage loop without a broker: batching offsets, per-record error isolation, and every
+error branch of the transactional loop, driven by the fake producer and consumer of
+tests/unit/fakes.py that raise each kind of error."""
 
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from core.errors import Reason, RecordError
-from core.kafka import Received, next_offsets, per_record
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from confluent_kafka import KafkaError
+from prometheus_client import REGISTRY
+
+from core import kafka
+from core.errors import DependencyError, Reason, RecordError
+from core.kafka import FatalKafkaError, Received, Stage, StageRunner, StopFlag, next_offsets, per_record
+from core.records import DeadLetter, PhotoEvent, decode_record, encode_record
+from core.settings import Settings
+from tests.unit.fakes import FakeCluster, FakeConsumer, FakeProducer, kafka_error
 
 
 class FakeMessage:
@@ -36,3 +49,313 @@ def test_per_record_keeps_order_and_isolates_record_errors():
     out = per_record(transform)([Received({"n": n}, now) for n in (1, 2, 3)])
     assert out[0] == 10 and out[2] == 30
     assert isinstance(out[1], RecordError) and out[1].reason == Reason.BAD_EVENT
+
+
+# --- The transactional loop, driven by the fakes of tests/unit/fakes.py ---------------------
+
+SETTINGS = Settings(
+    max_batch_records=4,
+    commit_interval_seconds=0,
+    retry_backoff_initial_seconds=0.1,
+    retry_backoff_max_seconds=0.8,
+    transaction_retries=3,
+    transform_attempts=3,
+    topic_dead_letter="dead",
+    metrics_enabled=True,
+)
+CAPTURED = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def event(n: int, secret: str = "") -> PhotoEvent:
+    return PhotoEvent(photo_id=f"p{n}", user_id="u", captured_at=CAPTURED, region="eu", image=secret.encode() or b"x")
+
+
+def cluster_of(events_per_partition: int = 5, partitions: int = 2, secret: dict[int, str] | None = None) -> FakeCluster:
+    secret = secret or {}
+    records: dict[int, list[tuple[bytes, bytes]]] = {}
+    for p in range(partitions):
+        numbers = [p * 100 + i for i in range(events_per_partition)]
+        records[p] = [(f"p{n}".encode(), encode_record(event(n, secret.get(n, "")))) for n in numbers]
+    return FakeCluster("in", records)
+
+
+def tag(batch):
+    return [replace(r.record, region="us") for r in batch]
+
+
+def loop_stage(name: str, transform=tag) -> Stage:
+    return Stage(name=name, input_topic="in", input_type=PhotoEvent, output_topic="out", transform=transform)
+
+
+@dataclass
+class Run:
+    cluster: FakeCluster
+    producer: FakeProducer
+    consumer: FakeConsumer
+    waits: list[float]
+    stop: StopFlag
+
+
+def run_loop(stage, cluster, producer=None, consumer=None, settings=SETTINGS, stop_after_waits=None) -> Run:
+    """Run the stage until every record is taken and nothing is left to do (or SIGTERM, as
+    ``stop_after_waits`` waits came)."""
+    stop = StopFlag()
+    producer = producer or FakeProducer(cluster)
+    consumer = consumer or FakeConsumer(cluster)
+    consumer.on_idle = stop.event.set
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        waits.append(seconds)
+        if stop_after_waits is not None and len(waits) >= stop_after_waits:
+            stop.event.set()
+        return bool(stop)
+
+    StageRunner(stage, settings, stop, "0", consumer=consumer, producer=producer, sleep=sleep).run()
+    assert consumer.closed
+    return Run(cluster, producer, consumer, waits, stop)
+
+
+def outputs(cluster: FakeCluster) -> Counter:
+    """(topic, photo id) of every committed record: each valid input should be there once."""
+    return Counter((topic, key.decode()) for topic, key, _ in cluster.output)
+
+
+def all_once(cluster: FakeCluster, topic: str = "out", but: frozenset = frozenset()) -> Counter:
+    keys = [m.key().decode() for log in cluster.logs.values() for m in log]
+    return Counter({(("dead" if key in but else topic), key): 1 for key in keys})
+
+
+def dead_letters(cluster: FakeCluster) -> dict[str, DeadLetter]:
+    return {key.decode(): decode_record(DeadLetter, value) for topic, key, value in cluster.output if topic == "dead"}
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_every_record_is_produced_once_and_its_offset_committed():
+    run = run_loop(loop_stage("loop-ok"), cluster_of())
+    assert outputs(run.cluster) == all_once(run.cluster)
+    assert run.cluster.at_end() and run.cluster.transactions == {"committed": 3, "aborted": 0}
+    decoded = [decode_record(PhotoEvent, value) for _, _, value in run.cluster.output]
+    assert {e.region for e in decoded} == {"us"}
+    assert run.waits == []
+
+
+ABORTABLE = kafka_error(KafkaError._STATE, abortable=True)
+
+
+@pytest.mark.parametrize("call", ["produce", "send_offsets_to_transaction", "commit_transaction"])
+def test_an_abortable_error_aborts_rewinds_and_redoes_the_batch(call):
+    cluster = cluster_of()
+    faults = {call: [None, ABORTABLE]}  # the second call fails: in the first batch for produce, the second for the others
+    run = run_loop(loop_stage(f"loop-abort-{call}"), cluster, FakeProducer(cluster, faults))
+    assert outputs(cluster) == all_once(cluster)  # no loss, no duplicate
+    assert cluster.at_end() and cluster.transactions["aborted"] == 1
+    assert run.producer.calls.count("abort_transaction") == 1
+    assert metric("fruits_transactions_total", stage=f"loop-abort-{call}", outcome="aborted") == 1
+
+
+@pytest.mark.parametrize("call", ["produce", "send_offsets_to_transaction", "commit_transaction"])
+def test_a_fatal_error_ends_the_run_for_a_restart(call):
+    cluster = cluster_of()
+    fenced = kafka_error(KafkaError._FENCED, fatal=True)
+    with pytest.raises(FatalKafkaError, match="_FENCED"):
+        run_loop(loop_stage(f"loop-fenced-{call}"), cluster, FakeProducer(cluster, {call: [fenced]}))
+    assert cluster.output == [] and cluster.committed == {}
+
+
+def test_a_fenced_consumer_ends_the_run_for_a_restart():
+    cluster = cluster_of()
+    fenced = KafkaError(KafkaError._FENCED, "static consumer fenced", fatal=True)
+    consumer = FakeConsumer(cluster, errors_at={1: fenced})
+    with pytest.raises(FatalKafkaError, match="fenced"):
+        run_loop(loop_stage("loop-fenced-consumer"), cluster, consumer=consumer)
+    assert consumer.closed and cluster.output == []
+
+
+def test_a_transient_consumer_error_is_logged_and_the_loop_goes_on(caplog):
+    cluster = cluster_of()
+    consumer = FakeConsumer(cluster, errors_at={1: KafkaError(KafkaError._ALL_BROKERS_DOWN, "all brokers down")})
+    run_loop(loop_stage("loop-consumer-news"), cluster, consumer=consumer)
+    assert outputs(cluster) == all_once(cluster)
+    assert "all brokers down" in caplog.text
+
+
+def test_run_stage_exits_with_the_restart_status_on_a_fatal_error(monkeypatch, tmp_path, caplog):
+    class Fenced:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            raise FatalKafkaError("commit_transaction: fenced")
+
+    monkeypatch.setattr(kafka, "StageRunner", Fenced)
+    monkeypatch.setattr(kafka, "check_reachable", lambda settings: None)
+    monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
+    settings = Settings(state_dir=tmp_path, metrics_enabled=False)
+    with pytest.raises(SystemExit) as exited:
+        kafka.run_stage(loop_stage("loop-exit"), settings)
+    assert exited.value.code == kafka.EXIT_RESTART
+    assert "fenced; exiting (status 75) to be restarted" in caplog.text
+
+
+RETRIABLE = kafka_error(KafkaError._TIMED_OUT, retriable=True)
+
+
+def test_a_retriable_commit_error_calls_commit_again_after_a_growing_wait():
+    cluster = cluster_of()
+    run = run_loop(loop_stage("loop-retry"), cluster, FakeProducer(cluster, {"commit_transaction": [RETRIABLE] * 2}))
+    assert run.waits == [0.1, 0.2]
+    assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
+    assert run.producer.calls.count("commit_transaction") == 3 + 2
+    assert metric("fruits_retries_total", stage="loop-retry", cause="kafka") == 2
+    assert metric("fruits_retry_wait_seconds_total", stage="loop-retry", cause="kafka") == pytest.approx(0.3)
+
+
+def test_past_its_retries_a_retriable_error_is_waited_out_as_a_kafka_outage(caplog):
+    cluster = cluster_of()
+    producer = FakeProducer(cluster, {"send_offsets_to_transaction": [RETRIABLE] * 6})
+    run = run_loop(loop_stage("loop-outage"), cluster, producer)
+    assert run.waits == [0.1, 0.2, 0.4, 0.8, 0.8, 0.8]  # 3 retries, then at the longest interval
+    assert "Kafka is unavailable: send_offsets_to_transaction failed 4 times" in caplog.text
+    assert metric("fruits_retries_total", stage="loop-outage", cause="kafka") == 3
+    assert metric("fruits_retries_total", stage="loop-outage", cause="dependency") == 3
+    assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
+
+
+def test_sigterm_while_waiting_for_kafka_leaves_without_committing(caplog):
+    cluster = cluster_of()
+    producer = FakeProducer(cluster, {"commit_transaction": [RETRIABLE] * 100})
+    run = run_loop(loop_stage("loop-stop"), cluster, producer, stop_after_waits=4)
+    assert len(run.waits) == 4 and cluster.output == [] and cluster.committed == {}
+    assert "abort_transaction" not in producer.calls  # librdkafka allows only commit again: the broker aborts it
+    assert "stopped while waiting for Kafka" in caplog.text
+
+
+def test_an_abortable_error_after_retries_aborts_and_redoes():
+    cluster = cluster_of()
+    producer = FakeProducer(cluster, {"commit_transaction": [RETRIABLE, ABORTABLE]})
+    run = run_loop(loop_stage("loop-retry-abort"), cluster, producer)
+    assert run.waits == [0.1]
+    assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 1
+
+
+@pytest.mark.parametrize("lost", [False, True], ids=["revoked", "lost"])
+def test_partitions_taken_mid_batch_abort_it_and_their_records_are_redone(lost):
+    """The transaction spans several polls (a trickle, commit interval > 0); inside the third
+    a rebalance runs and that poll returns records of the old assignment."""
+    cluster = cluster_of()
+    consumer = FakeConsumer(cluster, per_call=1, rebalance_at=(3,), lost=lost)
+    settings = SETTINGS.model_copy(update={"commit_interval_seconds": 30.0})
+    name = f"loop-rebalance-{'lost' if lost else 'revoked'}"
+    run = run_loop(loop_stage(name), cluster, consumer=consumer, settings=settings)
+    assert outputs(cluster) == all_once(cluster)
+    assert cluster.at_end() and cluster.transactions["aborted"] == 1
+    # aborted by the revoke callback, before the partitions go to their new owner
+    assert cluster.events[:2] == ["aborted", "handed over"]
+    assert metric("fruits_rebalances_total", stage=name, event="lost" if lost else "revoked") == 1
+    assert metric("fruits_rebalances_total", stage=name, event="assigned") == 2
+
+
+def poisoned(poison: set[str], calls: list[list[str]] | None = None, transient: int = 0):
+    """A transform that raises ValueError (quoting the record) on a batch holding a poison
+    record; ``transient``: the first that many calls fail whatever they hold."""
+    failures = {"left": transient}
+
+    def transform(batch):
+        ids = [r.record.photo_id for r in batch]
+        if calls is not None:
+            calls.append(ids)
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("flaky")
+        for r in batch:
+            if r.record.photo_id in poison:
+                raise ValueError(f"cannot handle {r.record.image!r}")
+        return tag(batch)
+
+    return transform
+
+
+def test_a_poison_record_is_dead_lettered_as_internal_error_and_the_others_go_on():
+    cluster = cluster_of(secret={101: "secret-payload"})
+    calls: list[list[str]] = []
+    run = run_loop(loop_stage("loop-poison", poisoned({"p101"}, calls)), cluster)
+    assert outputs(cluster) == all_once(cluster, but=frozenset({"p101"}))
+    (letter,) = dead_letters(cluster).values()
+    assert letter.error_class == "internal_error" and letter.stage == "loop-poison"
+    assert letter.error_message == "ValueError raised in 3 tries"
+    assert "secret" not in letter.error_message
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("in", 1, 1)
+    assert letter.original_value == cluster.logs[1][1].value() and letter.photo_id == "p101"
+    assert calls.count(["p101"]) == 3  # tried alone as often as the batch was
+    assert sum("p101" in ids and len(ids) > 1 for ids in calls) == 3 + 1  # the batch, then its failing half
+    assert cluster.at_end() and cluster.transactions["aborted"] == 0 and run.waits == []
+    assert metric("fruits_dead_letters_total", stage="loop-poison", reason="internal_error") == 1
+    assert metric("fruits_retries_total", stage="loop-poison", cause="transform") == 2 + 2
+
+
+def test_every_poison_record_of_a_batch_is_found():
+    cluster = cluster_of(events_per_partition=8, partitions=1)
+    SETTINGS_8 = SETTINGS.model_copy(update={"max_batch_records": 8})
+    run_loop(loop_stage("loop-poison-two", poisoned({"p2", "p7"})), cluster, settings=SETTINGS_8)
+    assert outputs(cluster) == all_once(cluster, but=frozenset({"p2", "p7"}))
+    assert {key: letter.error_class for key, letter in dead_letters(cluster).items()} == {
+        "p2": "internal_error", "p7": "internal_error"
+    }  # fmt: skip
+
+
+def test_a_transient_transform_failure_is_retried_and_nothing_is_dead_lettered():
+    cluster = cluster_of()
+    run_loop(loop_stage("loop-flaky", poisoned(set(), transient=2)), cluster)
+    assert outputs(cluster) == all_once(cluster)
+    assert metric("fruits_retries_total", stage="loop-flaky", cause="transform") == 2
+
+
+def failing_with(errors: list[Exception]):
+    def transform(batch):
+        if errors:
+            raise errors.pop(0)
+        return tag(batch)
+
+    return transform
+
+
+def endpoint_down() -> Exception:
+    return EndpointConnectionError(endpoint_url="http://s3:8333/bucket/key")
+
+
+def refused_then_wrapped() -> Exception:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError:
+        try:
+            raise RuntimeError("client library gave up")  # a wrapper that keeps the cause as context
+        except RuntimeError as wrapper:
+            return wrapper
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [lambda: DependencyError("model store", "EndpointConnectionError"), endpoint_down, refused_then_wrapped],
+    ids=["DependencyError", "botocore-unwrapped", "network-cause"],
+)
+def test_a_dependency_outage_is_waited_out_and_never_dead_lettered(outage, caplog):
+    cluster = cluster_of()
+    name = f"loop-outage-{outage.__name__}"
+    run = run_loop(loop_stage(name, failing_with([outage() for _ in range(5)])), cluster)
+    assert outputs(cluster) == all_once(cluster) and dead_letters(cluster) == {}
+    assert run.waits == [0.1, 0.2, 0.4, 0.8, 0.8]
+    assert cluster.transactions["aborted"] == 5  # each try's transaction
+    assert metric("fruits_retries_total", stage=name, cause="dependency") == 5
+    assert "is unavailable" in caplog.text
+
+
+def test_an_output_the_schema_refuses_is_dead_lettered_not_a_crash():
+    cluster = cluster_of(events_per_partition=2, partitions=1)
+    bad = lambda batch: [replace(r.record, photo_id=None) if r.record.photo_id == "p1" else r.record for r in batch]  # noqa: E731
+    run_loop(loop_stage("loop-bad-output", bad), cluster)
+    assert outputs(cluster) == Counter({("out", "p0"): 1, ("dead", "p1"): 1})
+    assert dead_letters(cluster)["p1"].error_message.endswith("encoding the output")
