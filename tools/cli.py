@@ -189,23 +189,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    from tools.services import start_services, stop_services
+    from tools.services import Supervisor, start_services, stop_services
 
     settings = get_settings()
+    log_dir = settings.state_dir / "logs"
     # SIGTERM stops the services like Ctrl-C does, instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    services = start_services(settings.state_dir / "logs")
-    print("services running (logs in " + str(settings.state_dir / "logs") + "); Ctrl-C stops them", file=sys.stderr)
     try:
-        while all(s.process.poll() is None for s in services.values()):
+        services = start_services(log_dir, replicas=dict(args.replicas))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"services running (logs in {log_dir}); one that exits is started again; Ctrl-C stops them", file=sys.stderr)
+    supervisor = Supervisor(services, log_dir)
+    try:
+        while True:
+            supervisor.check()
             time.sleep(1)
-        dead = [s.name for s in services.values() if s.process.poll() is not None]
-        print(f"service(s) exited: {', '.join(dead)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        stop_services(services)
+        stop_services(supervisor.services)
+        if supervisor.restarts:
+            print(f"restarts: {dict(supervisor.restarts)}", file=sys.stderr)
+
+
+def replicas_of(text: str) -> tuple[str, int]:
+    """An argparse type: ``featurize=2`` → ("featurize", 2)."""
+    name, sep, count = text.partition("=")
+    if not sep or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"expected SERVICE=N, got {text!r}")
+    return name, int(count)
 
 
 def add_produce(commands: argparse._SubParsersAction) -> None:
@@ -347,7 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo):
         add(commands)
-    services = commands.add_parser("services", help="run the five services in the foreground until Ctrl-C")
+    services = commands.add_parser(
+        "services",
+        help="run the five services in the foreground until Ctrl-C, starting again any that exits",
+        description="Runs the five services as child processes, each replica on its own slot (FRUITS_INSTANCE_ID), "
+        "and starts again, on the same slot, one that exits (after 1 s, doubling while it keeps exiting, up to 60 s).",
+    )
+    services.add_argument(
+        "--replicas", action="append", type=replicas_of, default=[], metavar="SERVICE=N",
+        help="run N replicas of SERVICE (they share its partitions; repeatable), e.g. --replicas featurize=2",
+    )  # fmt: skip
     services.set_defaults(func=cmd_services)
     return parser
 

@@ -1,4 +1,11 @@
-"""Starting and stopping the five services as child processes (demo, bench, tests)."""
+"""Starting, supervising and stopping the five services as child processes (`fruits
+services`, demo, bench, tests).
+
+Each process runs on a replica slot of its service (``FRUITS_INSTANCE_ID``, ``core.slots``):
+``start_services`` gives replica N of a service slot N, and the ``Supervisor`` starts a
+service that exits again on the same slot, so it takes its partitions back at once and
+fences its own zombie.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import TypeAdapter
@@ -29,6 +38,13 @@ class ServiceProcess:
 
     log_offset: int = 0
     """Where this run's lines start in the (appended) log."""
+    slot: int | None = None
+    """The replica slot it was started on (its FRUITS_INSTANCE_ID); None: the lowest free one."""
+
+    @property
+    def key(self) -> str:
+        """``featurize`` for a service's first replica, ``featurize-1`` for its second, …"""
+        return self.name if not self.slot else f"{self.name}-{self.slot}"
 
     def peak_rss_bytes(self) -> int:
         """Peak resident set size (VmHWM) of the running process."""
@@ -38,11 +54,23 @@ class ServiceProcess:
         raise RuntimeError(f"no VmHWM for {self.name}")
 
 
-def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0) -> ServiceProcess:
+SLOT_PORT_STEP = 10
+"""Replica N of a service serves /metrics on its port + N × this (featurize: 9103, 9113, …)."""
+MAX_REPLICAS = 10
+"""Most replicas of one service `start_services` starts (their metrics ports stay apart)."""
+
+
+def start_service(
+    name: str, log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0, slot: int | None = None
+) -> ServiceProcess:
+    """Start ``python -m services.<name>`` on replica ``slot`` (None: the lowest free slot,
+    or FRUITS_INSTANCE_ID of the environment), its output appended to its log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    port = STAGE_PORTS[name] + port_offset
+    log_path = log_dir / (f"{name}.log" if not slot else f"{name}-{slot}.log")
+    port = STAGE_PORTS[name] + port_offset + SLOT_PORT_STEP * (slot or 0)
     child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    if slot is not None:
+        child_env["FRUITS_INSTANCE_ID"] = str(slot)
     # Parsed as Settings parses it, without reading the rest of the environment.
     metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
     if metrics_enabled and busy_ports([port]):  # else wait_ready would take another process's /metrics for ours
@@ -52,7 +80,7 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
-    return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start)
+    return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start, slot)
 
 
 def free_port_offset(first: int, step: int = 100, tries: int = 50) -> int:
@@ -91,9 +119,22 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
     raise TimeoutError(f"{service.name} not ready after {timeout:.0f} s; see {service.log_path}")
 
 
-def start_services(log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0) -> dict[str, ServiceProcess]:
-    services = {name: start_service(name, log_dir, env, port_offset) for name in PIPELINE_SERVICES}
+def start_services(
+    log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0, replicas: dict[str, int] | None = None
+) -> dict[str, ServiceProcess]:
+    """Start the five services (``replicas``: how many of a service, 1 by default), each on
+    its slot, and wait until all are ready; keyed by ``ServiceProcess.key``."""
+    counts = {name: (replicas or {}).get(name, 1) for name in PIPELINE_SERVICES}
+    if unknown := set(replicas or {}) - set(PIPELINE_SERVICES):
+        raise ValueError(f"no such service: {', '.join(sorted(unknown))}")
+    if bad := {name: n for name, n in counts.items() if not 1 <= n <= MAX_REPLICAS}:
+        raise ValueError(f"replicas must be 1 to {MAX_REPLICAS}: {bad}")
+    services: dict[str, ServiceProcess] = {}
     try:
+        for name in PIPELINE_SERVICES:
+            for slot in range(counts[name]):
+                service = start_service(name, log_dir, env, port_offset, slot)
+                services[service.key] = service
         for service in services.values():
             wait_ready(service)
     except Exception:
@@ -117,3 +158,65 @@ def stop_service(service: ServiceProcess, timeout: float = 20.0) -> int:
 def stop_services(services: dict[str, ServiceProcess]) -> None:
     for service in services.values():
         stop_service(service)
+
+
+RESTART_BACKOFF_INITIAL_SECONDS = 1.0
+"""Wait before starting again a service that exited; it doubles with each exit in a row …"""
+RESTART_BACKOFF_MAX_SECONDS = 60.0
+"""… up to this."""
+STABLE_AFTER_SECONDS = 60.0
+"""A service that ran this long before exiting starts again after the shortest wait."""
+
+
+@dataclass
+class Supervisor:
+    """Keeps the services running: one that exits is started again on its slot, after a wait
+    that doubles while it keeps exiting (a crash loop costs little, and Prometheus's
+    ``FruitsCrashLooping`` alert sees the restarts); each exit and restart is reported.
+    ``check`` is called periodically; ``stop_services(supervisor.services)`` ends it all."""
+
+    services: dict[str, ServiceProcess]
+    log_dir: Path
+    env: dict[str, str] | None = None
+    port_offset: int = 0
+    report: Callable[[str], object] = lambda line: print(line, file=sys.stderr)
+    clock: Callable[[], float] = time.monotonic
+    start: Callable[..., ServiceProcess] = start_service
+    restarts: Counter[str] = field(default_factory=Counter)
+    """Restarts per service (``ServiceProcess.key``) since the supervisor began."""
+    _started_at: dict[str, float] = field(default_factory=dict)
+    _delay: dict[str, float] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+
+    def check(self) -> None:
+        now = self.clock()
+        for key, service in list(self.services.items()):
+            started = self._started_at.setdefault(key, now)
+            code = service.process.poll()
+            if code is None:
+                continue
+            if key not in self._due:
+                ran = now - started
+                previous = self._delay.get(key)
+                delay = (
+                    RESTART_BACKOFF_INITIAL_SECONDS
+                    if previous is None or ran >= STABLE_AFTER_SECONDS
+                    else min(RESTART_BACKOFF_MAX_SECONDS, previous * 2)
+                )
+                self._delay[key], self._due[key] = delay, now + delay
+                self.report(
+                    f"{key} exited with status {code} after {ran:.0f} s; starting it again in {delay:.0f} s "
+                    f"(see {service.log_path})"
+                )
+            elif now >= self._due[key]:
+                del self._due[key]
+                self._started_at[key] = now
+                self.restarts[key] += 1
+                try:
+                    self.services[key] = self.start(
+                        service.name, self.log_dir, self.env, self.port_offset, service.slot
+                    )
+                except (OSError, RuntimeError) as exc:  # e.g. its metrics port taken meanwhile: try again later
+                    self.report(f"{key}: cannot start it again: {exc}")
+                    continue
+                self.report(f"{key} started again (restart {self.restarts[key]})")
