@@ -52,7 +52,7 @@ def claim_slot(state_dir: Path, service: str, instance_id: str = "") -> Slot:
         if isinstance(slot, Slot):
             return slot
         raise SlotTaken(
-            f"{service}: instance id {instance_id!r} is held by a live process ({slot}; lock "
+            f"instance id {instance_id!r} is held by another live {service} process ({slot}; lock "
             f"{folder / _file_name(service, instance_id)}): a second process on it would fence the first. "
             "Stop that one, give this one another FRUITS_INSTANCE_ID, or leave it empty to take a free slot."
         )

@@ -178,7 +178,7 @@ class FakeConsumer:
         self.callbacks: dict[str, Callable[..., None]] = {}
         self.closed = False
 
-    def subscribe(self, topics: list[str], on_assign=None, on_revoke=None, on_lost=None) -> None:  # noqa: ANN001
+    def subscribe(self, topics: list[str], on_assign=None, on_revoke=None, on_lost=None) -> None:
         assert topics == [self.cluster.topic]
         self.callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
 

@@ -149,7 +149,8 @@ ABORTABLE = kafka_error(KafkaError._STATE, abortable=True)
 @pytest.mark.parametrize("call", ["produce", "send_offsets_to_transaction", "commit_transaction"])
 def test_an_abortable_error_aborts_rewinds_and_redoes_the_batch(call):
     cluster = cluster_of()
-    faults = {call: [None, ABORTABLE]}  # the second call fails: in the first batch for produce, the second for the others
+    # The second call fails: in the first batch for produce, in the second for the others.
+    faults = {call: [None, ABORTABLE]}
     run = run_loop(loop_stage(f"loop-abort-{call}"), cluster, FakeProducer(cluster, faults))
     assert outputs(cluster) == all_once(cluster)  # no loss, no duplicate
     assert cluster.at_end() and cluster.transactions["aborted"] == 1

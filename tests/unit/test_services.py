@@ -50,7 +50,9 @@ def test_an_exited_service_is_started_again_on_its_slot_after_a_doubling_wait():
     h.at(0)
     h.crash("featurize-1")
     h.at(10)
-    assert h.lines == ["featurize-1 exited with status 75 after 10 s; starting it again in 1 s (see /logs/featurize.log)"]
+    assert h.lines == [
+        "featurize-1 exited with status 75 after 10 s; starting it again in 1 s (see /logs/featurize.log)"
+    ]
     h.at(10.5)
     assert h.started == []
     h.at(11)

@@ -15,7 +15,9 @@ from core.slots import SlotTaken, claim_slot
 
 def test_a_taken_instance_id_is_refused_and_free_again_once_released(tmp_path):
     first = claim_slot(tmp_path, "featurize", "2")
-    with pytest.raises(SlotTaken, match=rf"featurize: instance id '2' is held by a live process \(pid {os.getpid()};"):
+    with pytest.raises(
+        SlotTaken, match=rf"instance id '2' is held by another live featurize process \(pid {os.getpid()};"
+    ):
         claim_slot(tmp_path, "featurize", "2")
     assert claim_slot(tmp_path, "predict", "2").instance_id == "2"  # another service's slot 2
     first.release()
@@ -60,7 +62,10 @@ def test_a_second_process_on_a_taken_slot_refuses_to_start_until_the_first_dies(
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert second.returncode == 2, second.stderr
-        assert f"preprocess: instance id '3' is held by a live process (pid {holder.pid};" in second.stderr
+        assert (
+            f"preprocess: instance id '3' is held by another live preprocess process (pid {holder.pid};"
+            in second.stderr
+        )
         assert "cannot reach Kafka" not in second.stderr
     finally:
         holder.send_signal(signal.SIGKILL)  # however it dies, the kernel releases its lock
