@@ -351,6 +351,63 @@ def add_demo(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from core.kafka import check_reachable
+    from tools.deadletters import Selection, dead_letters, letter_line, replay, summary
+
+    settings = get_settings()
+    selection = Selection(frozenset(args.reason), frozenset(args.stage), args.since, args.until)
+    check_reachable(settings)
+    if args.action == "list":
+        letters = dead_letters(settings, selection)
+        for found in letters:
+            if args.json:
+                letter = found.letter.to_avro() | {"position": found.position}
+                letter["original_value"] = len(letter["original_value"] or b"")  # its size: it may be megabytes
+                print(json.dumps(letter, default=_json_default), flush=True)
+            else:
+                print(letter_line(found), flush=True)
+        print(f"{len(letters)} dead letters ({summary(letters)})", file=sys.stderr)
+        return 0
+    report = replay(settings, selection, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    for found in report.replayed:
+        print(f"{verb} {found.position} → {found.letter.source_topic}  {letter_line(found)}", flush=True)
+    print(
+        f"{verb} {len(report.replayed)} ({summary(report.replayed)}); skipped {len(report.already_replayed)} "
+        f"replayed before, {len(report.already_predicted)} predicted since, {len(report.not_replayable)} "
+        "without an original to replay",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def add_dead_letters(commands: argparse._SubParsersAction) -> None:
+    from tools.deadletters import parse_when
+
+    def when(text: str) -> Any:
+        try:
+            return parse_when(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    letters = commands.add_parser(
+        "dead-letters",
+        help="list the dead letters, or replay them once their cause is fixed",
+        description="list: the dead letters chosen by reason, stage and time of failure. replay: send their "
+        "original records back to the topic they were read from; letters replayed before, and those whose photo "
+        "got its prediction since, are skipped, so a replay duplicates nothing and can be run again.",
+    )
+    letters.add_argument("action", choices=("list", "replay"))
+    letters.add_argument("--reason", action="append", default=[], help="only this reason (repeatable)")
+    letters.add_argument("--stage", action="append", default=[], help="only this stage (repeatable)")
+    letters.add_argument("--since", type=when, help="failed at or after: ISO time (UTC) or ago (30m, 2h, 7d)")
+    letters.add_argument("--until", type=when, help="failed before: ISO time (UTC) or ago")
+    letters.add_argument("--json", action="store_true", help="list: JSON lines (the original value as its size)")
+    letters.add_argument("--dry-run", action="store_true", help="replay: only say what would be replayed")
+    letters.set_defaults(func=cmd_dead_letters)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fruits",
@@ -359,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo):
+    for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo, add_dead_letters):
         add(commands)
     services = commands.add_parser(
         "services",
