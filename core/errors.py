@@ -71,6 +71,7 @@ class DependencyError(Exception):
     def __init__(self, dependency: str, message: str) -> None:
         super().__init__(f"{dependency}: {message}")
         self.dependency = dependency
+        self.detail = message
 
 
 NETWORK_ERRORS = (ConnectionError, TimeoutError, socket.gaierror)

@@ -25,10 +25,12 @@ What can go wrong, and what the loop does (``StageRunner``; each branch has a un
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
@@ -189,6 +191,9 @@ before it counts as a retriable failure; librdkafka carries on with it in the ba
 
 FENCED = (KafkaError._FENCED, KafkaError.FENCED_INSTANCE_ID, KafkaError.PRODUCER_FENCED)
 
+WEDGED_AFTER_SECONDS = 2 * CALL_TIMEOUT_SECONDS
+"""A Kafka call still blocked this long, twice its own timeout, is wedged (``Watchdog``)."""
+
 
 class FatalKafkaError(Exception):
     """The producer or consumer cannot go on: fenced (another process took this slot's
@@ -212,6 +217,64 @@ class _Redo(Exception):
 class _Stopping(Exception):
     """SIGTERM came while waiting for Kafka: leave without committing (the broker aborts the
     open transaction, at the latest when this slot's next process starts)."""
+
+
+class Watchdog:
+    """Ends the process when a Kafka call stays blocked long past its own timeout.
+
+    librdkafka can wedge there: ``send_offsets_to_transaction`` ignores its timeout while the
+    group coordinator is away or was replaced (librdkafka issues 5456 and 5511; seen here when
+    the broker is killed and restarted mid-transaction), and nothing can interrupt a thread
+    blocked in C. The way out is the one a fatal error takes: exit with ``EXIT_RESTART``; the
+    supervisor starts the process again, and its init_transactions aborts the open transaction.
+    The stage loop marks each call (``watching``); a daemon thread checks every ``interval``."""
+
+    def __init__(
+        self,
+        stage: str,
+        limit: float = WEDGED_AFTER_SECONDS,
+        interval: float = 1.0,
+        on_wedged: Callable[[], None] | None = None,
+    ) -> None:
+        self.stage = stage
+        self.limit = limit
+        self.interval = interval
+        self.on_wedged = on_wedged or self._exit
+        self.call: tuple[str, float] | None = None
+        self.thread = threading.Thread(target=self._watch, name="kafka-watchdog", daemon=True)
+
+    def start(self) -> Watchdog:
+        self.thread.start()
+        return self
+
+    @contextmanager
+    def watching(self, name: str) -> Iterator[None]:
+        self.call = (name, time.monotonic())
+        try:
+            yield
+        finally:
+            self.call = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            call = self.call
+            if call is not None and time.monotonic() - call[1] > self.limit:
+                log.critical(
+                    "%s: %s has been blocked for over %.0f s, past its own timeout (librdkafka wedged); "
+                    "exiting (status %d) to be restarted",
+                    self.stage,
+                    call[0],
+                    self.limit,
+                    EXIT_RESTART,
+                )
+                self.on_wedged()
+                return
+
+    @staticmethod
+    def _exit() -> None:
+        logging.shutdown()  # flush the log: os._exit skips the interpreter's own cleanup
+        os._exit(EXIT_RESTART)
 
 
 class Backoff:
@@ -260,11 +323,15 @@ class StageRunner(Generic[In, Out]):
         *,
         consumer: Any = None,
         producer: Any = None,
+        new_producer: Callable[[], Any] | None = None,
         sleep: Callable[[float], bool] | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         """``instance_id``: the slot this process holds (``core.slots``); by default the
-        setting, or "0". ``consumer``, ``producer`` and ``sleep`` (waits that many seconds,
-        True if stopped meanwhile) replace the real ones in tests."""
+        setting, or "0". ``consumer``, ``producer``, ``new_producer`` (makes the producer
+        anew after Kafka was lost) and ``sleep`` (waits that many seconds, True if stopped
+        meanwhile) replace the real ones in tests; ``watchdog`` (started) watches the blocking
+        Kafka calls (``run_stage`` gives one)."""
         self.stage = stage
         self.settings = settings
         self.stop = stop
@@ -283,12 +350,18 @@ class StageRunner(Generic[In, Out]):
                 group_id=f"fruits-{stage.name}",
                 # Static membership: a restarted instance takes its partitions back at
                 # once instead of waiting for the session timeout.
-                **{"group.instance.id": member},
+                **{"group.instance.id": member, "error_cb": self._client_error},
                 **statistics,
             )
         )
-        self.producer = producer or Producer(producer_config(settings, **{"transactional.id": member}))
+        self.new_producer = new_producer or (
+            lambda: Producer(producer_config(settings, **{"transactional.id": member, "error_cb": self._client_error}))
+        )
+        self.producer = producer or self.new_producer()
+        self.kafka_lost = False
+        """Set by the error callback when every broker was unreachable: the producer is made anew."""
         self.sleep = sleep or stop.event.wait
+        self.watchdog = watchdog
         self.batch: list[Message] = []
         """The records of the open transaction (empty when none is open)."""
         self.in_transaction = False
@@ -351,6 +424,8 @@ class StageRunner(Generic[In, Out]):
             if not messages:
                 return
             deadline = time.monotonic() + settings.commit_interval_seconds
+            if self.kafka_lost:
+                self._renew_producer()
             self._call("begin_transaction", self.producer.begin_transaction, FatalKafkaError)
             self.in_transaction = True
             while messages:
@@ -387,7 +462,7 @@ class StageRunner(Generic[In, Out]):
                 "%s: %s is unavailable (%s); retrying in %.1f s",
                 self.stage.name,
                 redo.outage.dependency,
-                redo.outage,
+                redo.outage.detail,
                 delay,
             )
             self.metrics.retry("dependency", delay)
@@ -416,7 +491,8 @@ class StageRunner(Generic[In, Out]):
         backoff = Backoff(self.settings.retry_backoff_initial_seconds, self.settings.retry_backoff_max_seconds)
         while True:
             try:
-                committed = self.consumer.committed(assignment, timeout=CALL_TIMEOUT_SECONDS)
+                with self._watching("committed"):
+                    committed = self.consumer.committed(assignment, timeout=CALL_TIMEOUT_SECONDS)
                 if not any(tp.error for tp in committed):
                     break
                 problem: object = next(tp.error for tp in committed if tp.error)
@@ -450,7 +526,8 @@ class StageRunner(Generic[In, Out]):
         backoff = Backoff(self.settings.retry_backoff_initial_seconds, self.settings.retry_backoff_max_seconds)
         while True:
             try:
-                return call()
+                with self._watching(name):
+                    return call()
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
                 if error.fatal() or error.code() in FENCED:
@@ -482,6 +559,28 @@ class StageRunner(Generic[In, Out]):
                 self.metrics.retry(cause, delay)
                 if self.sleep(delay):
                     raise _Stopping(name) from exc
+
+    def _client_error(self, error: KafkaError) -> None:
+        """librdkafka's ``error_cb`` (served inside poll and the transactional calls). Fatal
+        errors surface in those calls; this notes that every broker was unreachable."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self.kafka_lost:
+                log.warning("%s: Kafka is unavailable (%s); waiting for it", self.stage.name, error)
+            self.kafka_lost = True
+
+    def _renew_producer(self) -> None:
+        """A new transactional producer (same transactional.id) after Kafka was lost: once its
+        brokers restarted, librdkafka's producer may keep a coordinator that is gone, and then
+        wedge in send_offsets_to_transaction (librdkafka issues 5456 and 5511); a new one
+        looks its coordinators up afresh. Called between transactions."""
+        log.warning("%s: Kafka is back; starting a new transactional producer", self.stage.name)
+        self.producer.flush(CALL_TIMEOUT_SECONDS)  # serves the old one's last callbacks, its error news too
+        self.producer = self.new_producer()
+        self.kafka_lost = False
+        self._call("init_transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_SECONDS), FatalKafkaError)
+
+    def _watching(self, name: str) -> AbstractContextManager[None]:
+        return self.watchdog.watching(name) if self.watchdog else nullcontext()
 
     # --- Rebalance callbacks (called inside poll/consume, on this thread) -----------------
 
@@ -647,7 +746,7 @@ def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
         log.info("%s: metrics disabled (FRUITS_METRICS_ENABLED=false)", stage.name)
     log.info(READY_MESSAGE, stage.name)
     try:
-        StageRunner(stage, settings, stop, slot.instance_id).run()
+        StageRunner(stage, settings, stop, slot.instance_id, watchdog=Watchdog(stage.name).start()).run()
     except FatalKafkaError as exc:
         log.critical("%s: %s; exiting (status %d) to be restarted", stage.name, exc, EXIT_RESTART)
         raise SystemExit(EXIT_RESTART) from None

@@ -162,7 +162,8 @@ class FakeConsumer:
     inside which a rebalance happens, as librdkafka may do it: records of the old assignment
     are taken first, then the revoke (``lost=True``: lost) and assign callbacks run (the
     positions restart from the committed offsets), and the call returns the old records.
-    ``on_idle`` runs when a poll finds nothing left (tests stop the loop there)."""
+    ``on_idle`` runs when a poll finds nothing left (tests stop the loop there); ``hooks`` run
+    at the start of the poll/consume calls they are keyed by."""
 
     def __init__(self, cluster: FakeCluster, *, per_call: int = 1000, rebalance_at: tuple[int, ...] = (),
                  lost: bool = False, errors_at: dict[int, KafkaError] | None = None) -> None:  # fmt: skip
@@ -172,6 +173,7 @@ class FakeConsumer:
         self.lost = lost
         self.errors_at = errors_at or {}
         self.on_idle: Callable[[], object] = lambda: None
+        self.hooks: dict[int, Callable[[], object]] = {}
         self.calls = 0
         self.positions: dict[int, int] = {}
         self.assigned: list[int] = []
@@ -203,6 +205,8 @@ class FakeConsumer:
         assert not self.closed
         self.calls += 1
         assert self.calls < 2000, "the loop does not get anywhere"
+        if self.calls in self.hooks:
+            self.hooks[self.calls]()
         if not self.assigned:
             self._assign()
         if self.calls in self.errors_at:

@@ -2,6 +2,8 @@
 error branch of the transactional loop, driven by the fake producer and consumer of
 tests/unit/fakes.py that raise each kind of error."""
 
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -360,3 +362,56 @@ def test_an_output_the_schema_refuses_is_dead_lettered_not_a_crash():
     run_loop(loop_stage("loop-bad-output", bad), cluster)
     assert outputs(cluster) == Counter({("out", "p0"): 1, ("dead", "p1"): 1})
     assert dead_letters(cluster)["p1"].error_message.endswith("encoding the output")
+
+
+def test_the_watchdog_ends_a_call_blocked_past_its_timeout_and_only_that():
+    wedged = threading.Event()
+    watchdog = kafka.Watchdog("loop-watchdog", limit=0.3, interval=0.05, on_wedged=wedged.set).start()
+    with watchdog.watching("commit_transaction"):
+        time.sleep(0.1)  # a call that returns in time
+    assert not wedged.wait(0.5)
+    with watchdog.watching("send_offsets_to_transaction"):
+        assert wedged.wait(2)  # blocked: librdkafka ignoring its timeout
+
+
+def test_the_loop_marks_each_blocking_kafka_call_for_the_watchdog():
+    cluster = cluster_of(events_per_partition=1, partitions=1)
+    seen: list[str] = []
+
+    class Recording(kafka.Watchdog):
+        def watching(self, name):
+            seen.append(name)
+            return super().watching(name)
+
+    stop = StopFlag()
+    consumer = FakeConsumer(cluster)
+    consumer.on_idle = stop.event.set
+    watchdog = Recording("loop-watched", on_wedged=lambda: None)
+    StageRunner(loop_stage("loop-watched"), SETTINGS, stop, "0", consumer=consumer, producer=FakeProducer(cluster),
+                sleep=lambda s: False, watchdog=watchdog).run()  # fmt: skip
+    assert seen == ["init_transactions", "begin_transaction", "send_offsets_to_transaction", "commit_transaction"]
+
+
+def test_after_kafka_was_lost_the_next_transaction_has_a_new_producer(caplog):
+    """librdkafka's producer may keep a dead coordinator after the brokers restarted (and wedge
+    in send_offsets_to_transaction): the loop makes a new one between transactions."""
+    cluster = cluster_of()
+    made: list[FakeProducer] = []
+
+    def new_producer() -> FakeProducer:
+        made.append(FakeProducer(cluster))
+        return made[-1]
+
+    stop = StopFlag()
+    consumer = FakeConsumer(cluster)
+    consumer.on_idle = stop.event.set
+    runner = StageRunner(loop_stage("loop-renew"), SETTINGS, stop, "0", consumer=consumer, new_producer=new_producer,
+                         sleep=lambda s: False)  # fmt: skip
+    lost = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
+    consumer.hooks[3] = lambda: runner._client_error(lost)  # the second transaction's first poll
+    runner.run()
+    assert len(made) == 2
+    assert made[0].calls.count("commit_transaction") == 1 and made[0].state == "ready"
+    assert made[1].calls[:2] == ["init_transactions", "begin_transaction"]
+    assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
+    assert "Kafka is unavailable" in caplog.text and "starting a new transactional producer" in caplog.text
