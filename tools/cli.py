@@ -21,7 +21,7 @@ from tqdm import tqdm
 from core.records import Prediction
 from core.settings import get_settings
 from tools import FRUITS360_SAMPLE, GROCERYSTORE_SAMPLE
-from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
+from training.defaults import AUGMENTED_COPIES, EMPTY_SCENES, SYNTHETIC_PER_CLASS
 
 
 def _json_default(value: Any) -> Any:
@@ -121,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             grocerystore=None if args.no_grocerystore else args.grocerystore,
             synthetic_per_class=args.synthetic_per_class,
             empty_scenes=args.empty_scenes,
+            augmented_copies=args.augmented_copies,
             per_class=args.per_class,
             seed=args.seed,
         )
@@ -256,7 +257,11 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "--empty-scenes", type=non_negative_int, default=EMPTY_SCENES,
         help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES}; local engine)",
     )  # fmt: skip
-    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos (default: 0)")
+    train.add_argument(
+        "--augmented-copies", type=non_negative_int, default=AUGMENTED_COPIES,
+        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES}; local engine)",
+    )  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos and augmented copies (default: 0)")
     train.add_argument(
         "--min-explained-variance",
         type=share,
