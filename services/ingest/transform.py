@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.errors import Reason, RecordError
-from core.imaging import inspect_image, strip_gps
+from core.imaging import inspect_image
+from core.metadata import strip_location
 from core.records import IngestedPhoto, PhotoEvent, PhotoRef
 
 PHOTO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+EXTENSIONS = {
+    "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp",
+    "image/heic": "heic", "image/heif": "heif", "image/avif": "avif",
+}
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,9 @@ def ingest_photo(
     policy: IngestPolicy,
     read_uri: Callable[[str, int], bytes],
 ) -> tuple[IngestedPhoto, Original]:
-    """Validate ``event``; return the IngestedPhoto record and the GPS-free original
-    to store in the bucket of the photo's region. ``read_uri(uri, max_bytes)`` fetches
+    """Validate ``event``; return the IngestedPhoto record and the original, without location
+    metadata (``core.metadata.strip_location``: HEIC/HEIF/AVIF become JPEG), to store in the
+    bucket of the photo's region. ``read_uri(uri, max_bytes)`` fetches
     images sent by reference."""
     if not PHOTO_ID.fullmatch(event.photo_id):
         raise RecordError(Reason.BAD_PHOTO_ID, f"photo_id {event.photo_id[:80]!r} must match {PHOTO_ID.pattern}")
@@ -64,11 +69,16 @@ def ingest_photo(
             Reason.IMAGE_TOO_LARGE, f"{len(data):,} bytes exceeds the limit of {policy.max_image_bytes:,}"
         )
     info = inspect_image(data, policy.max_image_pixels)
+    stored = strip_location(data, info.content_type)
+    if len(stored.data) > policy.max_image_bytes:  # a re-encoded HEIC/AVIF may outgrow the original
+        raise RecordError(
+            Reason.IMAGE_TOO_LARGE, f"{len(stored.data):,} bytes as JPEG exceeds the limit of {policy.max_image_bytes:,}"
+        )
     original = Original(
         bucket,
-        original_key(event.photo_id, event.captured_at, info.content_type),
-        strip_gps(data, info.content_type),
-        info.content_type,
+        original_key(event.photo_id, event.captured_at, stored.content_type),
+        stored.data,
+        stored.content_type,
     )
     record = IngestedPhoto(
         photo=PhotoRef(
@@ -79,7 +89,7 @@ def ingest_photo(
             region=event.region,
             original_uri=f"s3://{bucket}/{original.key}",
         ),
-        content_type=info.content_type,
+        content_type=stored.content_type,
         width=info.width,
         height=info.height,
         sha256=hashlib.sha256(original.data).hexdigest(),
