@@ -23,6 +23,27 @@ services, the Spark jobs, ``client`` (trusted producers: batch tools, the HTTP g
 ``admin`` (provisioning; operators). The local stack makes a secret for each."""
 
 
+SASL_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+"""The Java login module of each SASL mechanism (JAAS configuration of Java clients and the broker)."""
+
+
+def jaas_config(mechanism: str, username: str, password: str, **options: str) -> str:
+    """A ``sasl.jaas.config`` value for a Java Kafka client (Spark's Kafka source) or the
+    broker's own logins; ``options`` are further ``name="value"`` pairs."""
+    if mechanism not in SASL_LOGIN_MODULES:
+        raise ValueError(f"SASL mechanism {mechanism!r} is not one of {', '.join(SASL_LOGIN_MODULES)}")
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    pairs = {"username": username, "password": password, **options}
+    return f"{SASL_LOGIN_MODULES[mechanism]} required " + " ".join(f"{k}={quoted(v)}" for k, v in pairs.items()) + ";"
+
+
 class MissingCredentials(RuntimeError):
     """No credentials for this process's identity; the message says where to set them."""
 
