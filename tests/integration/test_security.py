@@ -6,7 +6,6 @@ when the right is missing as well as when the wrong is allowed."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import time
 import uuid
@@ -161,7 +160,9 @@ def test_each_principal_joins_only_its_own_consumer_groups(
 # --- The broker's secrets and storage -------------------------------------------------------------
 
 
-def _embedded(stack: Settings) -> None:
+def _secured_embedded(stack: Settings) -> None:
+    if not secured(stack):
+        pytest.skip(f"Kafka runs {stack.kafka_security_protocol}")
     if our_pid(stack, kafka_server.NAME) is None:
         pytest.skip("an existing cluster")
 
@@ -171,7 +172,7 @@ def _passwords(stack: Settings) -> list[str]:
 
 
 def test_the_broker_keeps_its_secrets_to_its_owner_and_out_of_its_log(stack: Settings) -> None:
-    _embedded(stack)
+    _secured_embedded(stack)
     home = stack.state_dir / kafka_server.NAME
     for private in (home / "server.properties", home / "keystore.pem", *stack.secrets_dir.glob("*.json")):
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
@@ -199,8 +200,8 @@ def start_broker(settings: Settings) -> None:
 
 
 def test_a_broker_restarts_on_its_storage_and_refuses_a_stale_one(own_broker: Settings) -> None:
-    if os.environ.get("FRUITS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL") != "SASL_SSL":
-        pytest.skip("the default protocol only")
+    if not secured(own_broker):
+        pytest.skip(f"Kafka runs {own_broker.kafka_security_protocol}")
     start_broker(own_broker)  # formats the storage with admin's credential
     stop(own_broker, [kafka_server.NAME])
     start_broker(own_broker)  # the same storage and secrets: admin (and the broker itself) still log in
