@@ -15,12 +15,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.settings import Settings
+from core.settings import Settings, jaas_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+
+
+KAFKA_GROUP_ID_PREFIX = "fruits-spark"
+"""groupIdPrefix of the Kafka source: its consumer groups are ``fruits-spark-<uuid>-…`` (ACLs name the prefix)."""
 
 
 class SparkSetupError(RuntimeError):
@@ -60,6 +64,25 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
     return {f"spark.hadoop.{key}": value for key, value in conf.items()}
 
 
+def kafka_options(settings: Settings) -> dict[str, str]:
+    """Options of Spark's Kafka source for the configured brokers, security protocol and this
+    identity's credentials: ``Settings.kafka_security_config`` in the Java client's terms."""
+    options = {
+        "kafka.bootstrap.servers": settings.kafka_bootstrap_servers,
+        "kafka.security.protocol": settings.kafka_security_protocol,
+        "groupIdPrefix": KAFKA_GROUP_ID_PREFIX,
+    }
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        username, password = settings.kafka_credentials()
+        options["kafka.sasl.mechanism"] = settings.kafka_sasl_mechanism
+        options["kafka.sasl.jaas.config"] = jaas_config(settings.kafka_sasl_mechanism, username, password)
+    if settings.kafka_security_protocol.endswith("SSL") and (ca := settings.kafka_ca_file()):
+        # Else the JVM's own CAs (MSK, Confluent Cloud).
+        options["kafka.ssl.truststore.type"] = "PEM"
+        options["kafka.ssl.truststore.location"] = ca
+    return options
+
+
 def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
     conf = {
         "spark.app.name": app_name,
@@ -67,6 +90,8 @@ def spark_conf(settings: Settings, app_name: str) -> dict[str, str]:
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         # Standard Parquet timestamps (not the legacy INT96) for every other reader of the lake.
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        # Data source options shown in plans and the UI: the Kafka source's JAAS line holds a password.
+        "spark.sql.redaction.options.regex": "(?i)url|jaas|password",
         **s3a_conf(settings),
     }
     if settings.spark_master:  # empty under spark-submit: its --master and --driver-memory apply

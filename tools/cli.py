@@ -19,9 +19,15 @@ from typing import Any
 from tqdm import tqdm
 
 from core.records import Prediction
-from core.settings import get_settings
+from core.settings import MissingCredentials, get_settings
 from tools import FRUITS360_SAMPLE, GROCERYSTORE_SAMPLE
 from training.defaults import AUGMENTED_COPIES, EMPTY_SCENES, SYNTHETIC_PER_CLASS
+
+CLIENT = "client"
+"""Who ``produce`` and ``consume`` are on Kafka (and S3): a user's tool, writing photos, reading predictions."""
+OPERATOR = "admin"
+"""Who the operators' commands are (train, model, evaluate, demo): they read and write the model
+store, and demo provisions topics. FRUITS_IDENTITY overrides either."""
 
 
 def _json_default(value: Any) -> Any:
@@ -37,7 +43,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from tools.client import PhotoSender
     from core.kafka import check_reachable
 
-    settings = get_settings()
+    settings = get_settings().acting_as(CLIENT)
     # The arguments first: a typo in a path or region is not a Kafka problem.
     files = image_files(args.paths)
     if not files:
@@ -65,7 +71,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_consume(args: argparse.Namespace) -> int:
     from tools.client import PredictionReader
 
-    reader = PredictionReader(get_settings(), from_beginning=args.from_beginning)
+    reader = PredictionReader(get_settings().acting_as(CLIENT), from_beginning=args.from_beginning)
     count = 0
     try:
         for prediction in reader.predictions(timeout=args.timeout):
@@ -100,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.s3 import check_bucket, s3_client
     from training.trainer import TrainingData, train
 
-    settings = get_settings()
+    settings = get_settings().acting_as(OPERATOR)
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
@@ -142,7 +148,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     from core.model import ModelStore
     from core.s3 import check_bucket, s3_client
 
-    settings = get_settings()
+    settings = get_settings().acting_as(OPERATOR)
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     store = ModelStore(client, settings.model_bucket)
@@ -180,19 +186,20 @@ def print_bundles(store: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tools.evaluate import run_evaluate
 
-    return run_evaluate(get_settings(), args.dirs, args.offline, args.bundle, args.rate, args.json)
+    settings = get_settings().acting_as(OPERATOR)
+    return run_evaluate(settings, args.dirs, args.offline, args.bundle, args.rate, args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tools.demo import run_demo
 
-    return run_demo(get_settings(), args.data, args.limit, args.rate)
+    return run_demo(get_settings().acting_as(OPERATOR), args.data, args.limit, args.rate)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     from tools.services import start_services, stop_services
 
-    settings = get_settings()
+    settings = get_settings()  # each service acts as itself (tools.services)
     # SIGTERM stops the services like Ctrl-C does, instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     services = start_services(settings.state_dir / "logs")
@@ -392,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConnectionError, FileNotFoundError, ValueError) as exc:
+    except (ConnectionError, FileNotFoundError, ValueError, MissingCredentials) as exc:
         print(f"fruits {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -19,6 +19,9 @@ from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from core.s3 import s3_client
 from core.settings import Settings
 
+READER_GROUP_PREFIX = "fruits-reader-"
+"""Group ids of PredictionReader (a random suffix each; it never commits): ACLs name the prefix."""
+
 
 def new_photo_id() -> str:
     return uuid.uuid4().hex
@@ -117,7 +120,7 @@ class PredictionReader:
 
     def __init__(self, settings: Settings, from_beginning: bool = False, topic: str | None = None) -> None:
         self.topic = topic or settings.topic_predictions
-        self.consumer = Consumer(consumer_config(settings, group_id=f"fruits-reader-{uuid.uuid4().hex[:8]}"))
+        self.consumer = Consumer(consumer_config(settings, group_id=f"{READER_GROUP_PREFIX}{uuid.uuid4().hex[:8]}"))
         try:
             metadata = self.consumer.list_topics(self.topic, timeout=10)
         except KafkaException as exc:

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.kafka import client_config, metadata_problem
 from core.limits import size_limits
 from core.settings import Settings
 
@@ -116,7 +117,7 @@ def plan_topics(settings: Settings, broker_count: int, existing: Collection[str]
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the pipeline's topics that are missing; return the names created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(settings))
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
@@ -161,12 +162,8 @@ def ensure_buckets(settings: Settings) -> list[str]:
 
 def kafka_problem(settings: Settings) -> str | None:
     # librdkafka would log every refused connection while a broker boots; the error is returned instead.
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 2})
-    try:
-        admin.list_topics(timeout=2)
-    except KafkaException as exc:
-        return str(exc)
-    return None
+    error = metadata_problem(settings, timeout=2)
+    return None if error is None else error.str()
 
 
 def s3_problem(settings: Settings) -> str | None:

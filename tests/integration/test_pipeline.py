@@ -22,6 +22,7 @@ from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings
 from core.datasets import list_images
 from tests import images
+from tests.integration import as_identity
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,14 @@ METRICS_PORT_OFFSET = 100  # leaves the default ports to a demo running beside t
 
 @pytest.fixture(scope="module")
 def settings(trained: Settings) -> Settings:
+    """As admin: the operator who checks originals and dead letters."""
     return trained
+
+
+@pytest.fixture(scope="module")
+def client(trained: Settings) -> Settings:
+    """As ``client``: who sends photos and reads predictions (tools.client)."""
+    return as_identity(trained, "client")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +51,9 @@ def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
         assert service.process.returncode == 0, f"{service.name} did not stop cleanly: {service.log_path}"
 
 
-def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
+def test_photo_from_cli_gets_exactly_one_right_prediction(settings, client, services):
     photo = sorted((DATA / "Test" / "Banana 1").iterdir())[0]
-    reader = PredictionReader(settings)
+    reader = PredictionReader(client)
     try:
         produced = subprocess.run(
             [sys.executable, "-m", "tools.cli", "produce", "--print-ids", "--quiet", str(photo)],
@@ -80,7 +88,7 @@ FOREIGN_RECORD = avro_type(DEAD_LETTER).encode(
 )
 
 
-def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, services):
+def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, client, services):
     good_photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1", "Strawberry 1")]
     bad = {
         "corrupt_jpeg": (images.corrupt_jpeg(), "undecodable_image"),
@@ -89,9 +97,9 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
         "pdf": (images.PDF, "unsupported_type"),
         "huge_png": (images.huge_png(), "image_too_large"),
     }
-    predictions = PredictionReader(settings)
-    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
-    sender = PhotoSender(settings)
+    predictions = PredictionReader(client)
+    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)  # admin's alone
+    sender = PhotoSender(client)
     try:
         expected_dead: dict[str, str] = {}
         good_ids = [sender.send_file(good_photos[0])]
@@ -217,7 +225,7 @@ def restart(services: dict[str, ServiceProcess], name: str) -> None:
 
 
 @pytest.mark.parametrize("victim", SERVICES)
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, victim):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(client, services, victim):
     test = list_images(DATA / "Test", per_class=1)
     photos = [(new_photo_id(), path) for path in test.paths]  # 141 photos, one per class
     killed = {}
@@ -229,7 +237,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, vic
             killed["at"] = sent
             restart(services, victim)
 
-    result = round_trip(settings, photos, rate=60, timeout=60, on_sent=kill_when_half_sent)
+    result = round_trip(client, photos, rate=60, timeout=60, on_sent=kill_when_half_sent)
     assert killed, "the service was not killed"
     counts = Counter({photo_id: len(found) for photo_id, found in result.predictions.items()})
     assert result.missing() == [], f"{len(result.missing())} photos lost after killing {victim}"

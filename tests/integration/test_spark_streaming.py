@@ -32,9 +32,11 @@ from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
+from tools.kafka_acls import ensure_acls
 from tools.provision import ensure_buckets, ensure_topics
 from tools.stack.supervisor import free_port_block
 from core.model import fit_classifier
+from tests.integration import as_identity
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +74,9 @@ def settings(stack: Settings) -> Iterator[Settings]:
         for name, value in overrides.items():
             env.setenv(name, value)
         get_settings.cache_clear()
-        settings = get_settings()
+        settings = as_identity(get_settings(), "admin")
         ensure_topics(settings)
+        ensure_acls(settings)  # the services' and spark's rights on these topics
         ensure_buckets(settings)
         yield settings
     get_settings.cache_clear()
@@ -171,7 +174,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     photo_ids = [f"spark-{uuid.uuid4().hex[:12]}" for _ in range(N)]
     label_of = dict(zip(photo_ids, labels))
     feature_type = avro_type(PHOTO_FEATURES)
-    producer = Producer(producer_config(settings, **{"enable.idempotence": True}))
+    # Playing the featurize service, which writes this topic.
+    producer = Producer(producer_config(as_identity(settings, "featurize"), **{"enable.idempotence": True}))
 
     def send(index: int) -> None:
         now = datetime.now(timezone.utc)

@@ -18,6 +18,7 @@ from core.featurizer import Featurizer
 from core.model import ModelStore
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
+from tests.integration import as_identity
 from training.trainer import featurize_files
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,7 @@ def settings(stack: Settings) -> Iterator[Settings]:
         env.setenv("FRUITS_LAKE_PREFIX", f"sparktrain-{uuid.uuid4().hex[:6]}")
         env.setenv("FRUITS_SPARK_DRIVER_MEMORY", "1g")
         get_settings.cache_clear()
-        yield get_settings()
+        yield as_identity(get_settings(), "admin")  # the trainer is an operator's tool
     get_settings.cache_clear()
     from pyspark.sql import SparkSession
 
