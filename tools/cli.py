@@ -40,7 +40,7 @@ def _json_default(value: Any) -> Any:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from core.datasets import image_files
-    from tools.client import PhotoSender
+    from tools.client import LocationNotRemovable, PhotoSender
     from core.kafka import check_reachable
 
     settings = get_settings().acting_as(CLIENT)
@@ -56,15 +56,24 @@ def cmd_produce(args: argparse.Namespace) -> int:
     check_reachable(settings)
     sender = PhotoSender(settings, region=args.region, user_id=args.user_id)
     started = time.monotonic()
+    skipped = 0
     with tqdm(files, desc="produce", unit="photo", disable=args.quiet) as bar:
         for index, path in enumerate(bar):
             if args.rate:
                 time.sleep(max(0.0, started + index / args.rate - time.monotonic()))
-            photo_id = sender.send_file(path)
+            try:
+                photo_id = sender.send_file(path)
+            except LocationNotRemovable as exc:  # never send a location we were asked to remove
+                skipped += 1
+                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+                continue
             if args.print_ids:
                 tqdm.write(f"{photo_id}\t{path}")
     sender.flush()
-    print(f"produced {len(files)} photo events to {settings.topic_photos}", file=sys.stderr)
+    print(f"produced {len(files) - skipped} photo events to {settings.topic_photos}", file=sys.stderr)
+    if skipped:
+        print(f"fruits produce: {skipped} file(s) skipped, not sent (see above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -27,12 +27,16 @@ def new_photo_id() -> str:
     return uuid.uuid4().hex
 
 
+class LocationNotRemovable(ValueError):
+    """A photo of a supported type whose location metadata cannot be removed (a corrupt file): not sent."""
+
+
 def without_location(data: bytes) -> tuple[bytes, str | None]:
     """The photo and its content type as ingest will store it: without location metadata
     (``core.metadata.strip_location``; HEIC/HEIF/AVIF become JPEG), so that our own events
     never carry a location on the photos topic. Bytes that are not a photo of a supported type
     are returned unchanged (type None): there is nothing we know how to strip, and ingest
-    rejects them. A supported photo whose location cannot be removed raises ValueError."""
+    rejects them. A supported photo whose location cannot be removed raises LocationNotRemovable."""
     try:
         content_type = sniff_content_type(data)
     except RecordError:
@@ -40,7 +44,7 @@ def without_location(data: bytes) -> tuple[bytes, str | None]:
     try:
         stripped = strip_location(data, content_type)
     except RecordError as exc:
-        raise ValueError(f"not sent: cannot remove the location metadata of this {content_type} ({exc})") from exc
+        raise LocationNotRemovable(f"not sent: cannot remove the location metadata of this {content_type} ({exc})") from exc
     return stripped.data, stripped.content_type
 
 

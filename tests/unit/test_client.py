@@ -29,7 +29,7 @@ class FakeProducer:
 @pytest.fixture
 def sender(monkeypatch):
     monkeypatch.setattr(client, "Producer", FakeProducer)
-    sender = PhotoSender(Settings(max_inline_image_bytes=3_000))
+    sender = PhotoSender(Settings(max_inline_image_bytes=3_000, kafka_security_protocol="PLAINTEXT"))
     sender._s3 = MemoryS3()
     return sender
 
