@@ -23,6 +23,11 @@ services, the Spark jobs, ``client`` (trusted producers: batch tools, the HTTP g
 ``admin`` (provisioning; operators). The local stack makes a secret for each."""
 
 
+LOCAL_TRUSTSTORE_PASSWORD = "fruits-local-ca"
+"""Of the local stack's truststore (``Settings.local_truststore``): it holds the public CA
+certificate only, so its password guards nothing secret (Java requires one)."""
+
+
 class MissingCredentials(RuntimeError):
     """No credentials for this process's identity; the message says where to set them."""
 
@@ -110,6 +115,12 @@ class Settings(BaseSettings):
     if it made one, else the system's CAs."""
     s3_region: str = "us-east-1"
     """Signing region for S3 requests."""
+    s3_sse: Literal["AES256", "aws:kms", ""] = "AES256"
+    """Server-side encryption every write requests: AES256 (SSE-S3, default; the local stack's
+    SeaweedFS has a key for it), aws:kms (SSE-KMS with s3_sse_kms_key_id) or empty (none
+    requested: the bucket's default encryption applies)."""
+    s3_sse_kms_key_id: str = ""
+    """KMS key (id, alias or ARN) of SSE-KMS; empty = the account's aws/s3 key."""
     model_bucket: str = "fruits-models"
     """Bucket of the model store (bundles and the `current` pointer)."""
     region_buckets: dict[str, str] = {
@@ -207,6 +218,11 @@ class Settings(BaseSettings):
     def local_ca(self) -> Path:
         """The local stack's CA certificate (`tools.stack.tls`)."""
         return self.state_dir / "tls" / "ca.pem"
+
+    @property
+    def local_truststore(self) -> Path:
+        """The local stack's CA as a PKCS#12 truststore, for the JVM (Spark's S3A)."""
+        return self.state_dir / "tls" / "truststore.p12"
 
     def local_secret(self, field: str) -> str | None:
         """The identity's ``field`` in the local stack's secrets, if the stack made them."""
