@@ -1,8 +1,10 @@
 """The embedded local stack: one Kafka broker (``kafka_server``) and one SeaweedFS server
 (``seaweedfs_server``) on 127.0.0.1, run by the process ``supervisor`` and provisioned
-with the topics and buckets of the settings (``tools.provision``). A server given in the
-environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS, FRUITS_S3_ENDPOINT_URL) is an existing one:
-it is not started, only checked and provisioned. ``python -m tools.stack`` is its CLI.
+with the topics and buckets of the settings (``tools.provision``) by the ``admin``
+identity. A server given in the environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS,
+FRUITS_S3_ENDPOINT_URL) is an existing one: it is not started, only checked and
+provisioned. ``python -m tools.stack`` is its CLI. The stack's secrets (``secrets``: a key
+pair per identity) and TLS files (``tls``) are made on first start, in the state dir.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import time
 from core.settings import Settings, get_settings
 from tools import provision
 from tools.stack import kafka_server, seaweedfs_server
+from tools.stack.secrets import ensure_secrets
 from tools.stack.supervisor import ensure_running, log_file, our_pid, stop, wait_ready
+from tools.stack.tls import ensure_server_tls
 
 SERVERS = (kafka_server, seaweedfs_server)
 
@@ -34,15 +38,19 @@ def provision_servers(settings: Settings) -> Settings:
     """Create the missing topics and buckets on the configured servers (waiting a little for
     them to answer), starting nothing; returns the settings the topics were created with."""
     started = time.monotonic()
-    wait_ready(settings, "kafka", provision.kafka_problem, None, started)
-    wait_ready(settings, "s3", provision.s3_problem, None, started)
+    admin = settings.acting_as("admin")
+    wait_ready(admin, "kafka", provision.kafka_problem, None, started)
+    wait_ready(admin, "s3", provision.s3_problem, None, started)
     return _provision(settings)
 
 
 def _provision(settings: Settings) -> Settings:
     settings = topology(settings)
-    print(f"kafka: topics created: {', '.join(provision.ensure_topics(settings)) or 'none (all exist)'}", flush=True)
-    print(f"s3: buckets created: {', '.join(provision.ensure_buckets(settings)) or 'none (all exist)'}", flush=True)
+    admin = settings.acting_as("admin")
+    print(f"kafka: topics created: {', '.join(provision.ensure_topics(admin)) or 'none (all exist)'}", flush=True)
+    if our_pid(settings, seaweedfs_server.NAME):  # its identities get their rights on these buckets first
+        seaweedfs_server.allow_buckets(settings)
+    print(f"s3: buckets created: {', '.join(provision.ensure_buckets(admin)) or 'none (all exist)'}", flush=True)
     return settings
 
 
@@ -51,6 +59,8 @@ def start_stack(settings: Settings) -> Settings:
     environment), wait until every server answers, then create topics and buckets.
     Returns the settings the topics were created with (see ``topology``)."""
     (settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_secrets(settings)
+    ensure_server_tls(settings)
     started = time.monotonic()
     # SeaweedFS first: it boots while Kafka's jars are fetched and its storage formatted.
     s3_pid = ensure_running(
@@ -60,7 +70,7 @@ def start_stack(settings: Settings) -> Settings:
         settings, kafka_server.NAME, settings.kafka_bootstrap_servers, kafka_server.ENV, kafka_server.start
     )
     s3_ready = seaweedfs_server.problem if s3_pid else provision.s3_problem
-    wait_ready(settings, seaweedfs_server.NAME, s3_ready, s3_pid, started)
+    wait_ready(settings.acting_as("admin"), seaweedfs_server.NAME, s3_ready, s3_pid, started)
     wait_ready(settings, kafka_server.NAME, kafka_server.problem, kafka_pid, started)
     return _provision(settings)
 
@@ -73,7 +83,7 @@ def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None
     if seaweedfs_server.NAME in stopped:
         seaweedfs_server.remove_sockets(settings)
     if purge:  # only what the stack created, in case state_dir points somewhere shared
-        for sub in (*(server.NAME for server in SERVERS), "logs"):
+        for sub in (*(server.NAME for server in SERVERS), "logs", "secrets", "tls"):
             shutil.rmtree(settings.state_dir / sub, ignore_errors=True)
         if settings.state_dir.is_dir() and not any(settings.state_dir.iterdir()):
             settings.state_dir.rmdir()

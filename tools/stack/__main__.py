@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="show what runs and where")
     commands.add_parser("provision", help="create the missing topics and buckets on the configured servers")
     args = parser.parse_args(argv)
-    settings = get_settings()
+    settings = get_settings().acting_as("admin")
     commands = {
         "up": lambda: start_stack(settings),
         "down": lambda: stop_stack(settings, purge=args.purge),
