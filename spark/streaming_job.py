@@ -181,7 +181,7 @@ def stop_gracefully(queries: list[StreamingQuery], timeout: float = STOP_TIMEOUT
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    settings = get_settings()
+    settings = get_settings().acting_as("spark")
     spark = spark_session(settings, "fruits-streaming")
     if settings.metrics_enabled:
         port = metrics.serve_metrics("spark", settings.metrics_port, settings.metrics_host)

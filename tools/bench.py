@@ -36,8 +36,8 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=3000, help="photos for the throughput run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the half-load run")
     args = parser.parse_args()
-    settings = get_settings()
-    prepare(settings, args.data)
+    settings = get_settings().acting_as("client")  # sends photos, reads predictions
+    prepare(get_settings().acting_as("admin"), args.data)
     test = list_images(args.data / "Test")
 
     alone = featurizer_throughput(settings, spread(test, 1000).paths)

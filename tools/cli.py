@@ -37,7 +37,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from tools.client import PhotoSender
     from core.kafka import check_reachable
 
-    settings = get_settings()
+    settings = get_settings().acting_as("client")
     # The arguments first: a typo in a path or region is not a Kafka problem.
     files = image_files(args.paths)
     if not files:
@@ -65,7 +65,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
 def cmd_consume(args: argparse.Namespace) -> int:
     from tools.client import PredictionReader
 
-    reader = PredictionReader(get_settings(), from_beginning=args.from_beginning)
+    reader = PredictionReader(get_settings().acting_as("client"), from_beginning=args.from_beginning)
     count = 0
     try:
         for prediction in reader.predictions(timeout=args.timeout):
@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.s3 import check_bucket, s3_client
     from training.trainer import TrainingData, train
 
-    settings = get_settings()
+    settings = get_settings().acting_as("admin")  # publishes bundles (it needs no more than spark's rights)
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
@@ -141,7 +141,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     from core.model import ModelStore
     from core.s3 import check_bucket, s3_client
 
-    settings = get_settings()
+    settings = get_settings().acting_as("admin")
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     store = ModelStore(client, settings.model_bucket)
@@ -179,7 +179,9 @@ def print_bundles(store: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tools.evaluate import run_evaluate
 
-    return run_evaluate(get_settings(), args.dirs, args.offline, args.bundle, args.rate, args.json)
+    # Offline it reads the model store (an operator's right); else it sends photos like a client.
+    settings = get_settings().acting_as("admin" if args.offline else "client")
+    return run_evaluate(settings, args.dirs, args.offline, args.bundle, args.rate, args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -42,7 +42,9 @@ def start_service(name: str, log_dir: Path, env: dict[str, str] | None = None, p
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     port = STAGE_PORTS[name] + port_offset
-    child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    # Each service is its own identity (its __main__'s), not this process's, unless ``env`` names one.
+    inherited = {name: value for name, value in os.environ.items() if name != "FRUITS_IDENTITY"}
+    child_env = {**inherited, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
     # Parsed as Settings parses it, without reading the rest of the environment.
     metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
     if metrics_enabled and busy_ports([port]):  # else wait_ready would take another process's /metrics for ours
