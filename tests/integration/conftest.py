@@ -8,6 +8,10 @@ fixture exports its addresses (and the topic settings it provisioned with: the
 single-broker ones on its own broker) as FRUITS_* variables, so get_settings() and any
 subprocess a test starts reach the same servers. On an existing cluster, set
 FRUITS_TOPIC_REPLICATION_FACTOR and FRUITS_TOPIC_MIN_INSYNC_REPLICAS to suit it.
+
+The settings the fixtures give have no identity: a test acts as the identity whose rights it
+needs (``settings.acting_as("client")`` to send photos, ``"admin"`` to set up or inspect), and
+the services and jobs it starts act as themselves, with their own keys and rights.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     # Addresses passed to Settings, not exported: start_stack starts what the
     # environment does not give, and the environment only gets them once it is up.
     kafka = os.environ[KAFKA_ENV] if KAFKA_ENV in os.environ else f"127.0.0.1:{free_port_block(kafka_server.PORTS)}"
-    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"http://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}"
+    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"https://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}"
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"), kafka_bootstrap_servers=kafka, s3_endpoint_url=s3)
     try:
         with pytest.MonkeyPatch.context() as env:
@@ -62,6 +66,6 @@ def trained(stack: Settings) -> Settings:
     if not (SAMPLE_DATA / "Training").is_dir():
         pytest.skip(f"sample dataset not found at {SAMPLE_DATA}")
     settings = get_settings()
-    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store = ModelStore(s3_client(settings.acting_as("admin")), settings.model_bucket)
     store.save(train(TrainingData(SAMPLE_DATA, per_class=30), Featurizer(settings.featurizer_path), evaluate=False))
     return settings

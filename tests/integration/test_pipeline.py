@@ -30,7 +30,13 @@ METRICS_PORT_OFFSET = 100  # leaves the default ports to a demo running beside t
 
 @pytest.fixture(scope="module")
 def settings(trained: Settings) -> Settings:
-    return trained
+    """The tests send photos and read predictions as the ``client`` identity."""
+    return trained.acting_as("client")
+
+
+def admin(settings: Settings) -> Settings:
+    """``settings`` as the ``admin`` identity: to inspect what the services stored."""
+    return settings.model_copy(update={"identity": "admin"})
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +74,7 @@ def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
     assert prediction.model_versions.pca_version == prediction.model_versions.classifier_version
     assert prediction.photo.original_uri.startswith(f"s3://{settings.region_buckets['eu']}/originals/")
     bucket, key = prediction.photo.original_uri[5:].split("/", 1)
-    assert s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read() == photo.read_bytes()
+    assert s3_client(admin(settings)).get_object(Bucket=bucket, Key=key)["Body"].read() == photo.read_bytes()
 
 
 # A well-formed single-object record of a schema the photos topic does not accept.
@@ -209,7 +215,7 @@ def test_model_list_promote_and_rollback(settings):
     assert cli("model", "promote", "no-such-version", timeout=60).returncode == 1
     from core.model import ModelStore
 
-    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store = ModelStore(s3_client(admin(settings)), settings.model_bucket)
     history = store.previous_versions()
     assert cli("model", "promote", current, timeout=60).returncode == 0  # promoting the current one changes nothing
     assert store.current_version() == current and store.previous_versions() == history
