@@ -8,6 +8,7 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,16 @@ def jaas_config(mechanism: str, username: str, password: str, **options: str) ->
 
     pairs = {"username": username, "password": password, **options}
     return f"{SASL_LOGIN_MODULES[mechanism]} required " + " ".join(f"{k}={quoted(v)}" for k, v in pairs.items()) + ";"
+LOCAL_TRUSTSTORE_PASSWORD = "fruits-local-ca"
+"""Of the local stack's truststore (``Settings.local_truststore``): it holds the public CA
+certificate only, so its password guards nothing secret (Java requires one)."""
+
+
+def on_loopback(addresses: str) -> bool:
+    """Whether every host in ``addresses`` (``host:port,…`` or a URL) is this machine: only
+    then do the local stack's secrets and CA apply (never to a managed Kafka or AWS)."""
+    hosts = [urlsplit(a if "//" in a else f"//{a}").hostname for a in addresses.split(",") if a.strip()]
+    return bool(hosts) and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts)
 
 
 class MissingCredentials(RuntimeError):
@@ -131,6 +142,12 @@ class Settings(BaseSettings):
     if it made one, else the system's CAs."""
     s3_region: str = "us-east-1"
     """Signing region for S3 requests."""
+    s3_sse: Literal["AES256", "aws:kms", ""] = "AES256"
+    """Server-side encryption every write requests: AES256 (SSE-S3, default; the local stack's
+    SeaweedFS has a key for it), aws:kms (SSE-KMS with s3_sse_kms_key_id) or empty (none
+    requested: the bucket's default encryption applies)."""
+    s3_sse_kms_key_id: str = ""
+    """KMS key (id, alias or ARN) of SSE-KMS; empty = the account's aws/s3 key."""
     model_bucket: str = "fruits-models"
     """Bucket of the model store (bundles and the `current` pointer)."""
     region_buckets: dict[str, str] = {
@@ -232,6 +249,11 @@ class Settings(BaseSettings):
         """The local stack's CA certificate (`tools.stack.tls`)."""
         return self.state_dir / "tls" / "ca.pem"
 
+    @property
+    def local_truststore(self) -> Path:
+        """The local stack's CA as a PKCS#12 truststore, for the JVM (Spark's S3A)."""
+        return self.state_dir / "tls" / "truststore.p12"
+
     def local_secret(self, field: str) -> str | None:
         """The identity's ``field`` in the local stack's secrets, if the stack made them."""
         path = self.secrets_dir / f"{self.identity}.json"
@@ -241,7 +263,8 @@ class Settings(BaseSettings):
 
     def kafka_credentials(self) -> tuple[str, str]:
         username = self.kafka_username or self.identity
-        password = self.kafka_password.get_secret_value() or self.local_secret("kafka_password")
+        local = self.local_secret("kafka_password") if on_loopback(self.kafka_bootstrap_servers) else None
+        password = self.kafka_password.get_secret_value() or local
         if not username or not password:
             raise MissingCredentials(
                 f"no Kafka credentials for identity {self.identity or '(none)'!r}: set FRUITS_KAFKA_USERNAME "
@@ -262,17 +285,21 @@ class Settings(BaseSettings):
     def kafka_ca_file(self) -> str | None:
         if self.kafka_ssl_ca_location:
             return self.kafka_ssl_ca_location
-        return str(self.local_ca) if self.local_ca.is_file() else None
+        local = self.local_ca.is_file() and on_loopback(self.kafka_bootstrap_servers)
+        return str(self.local_ca) if local else None
 
     def s3_ca_file(self) -> str | None:
         if self.s3_ca_bundle:
             return self.s3_ca_bundle
-        return str(self.local_ca) if self.local_ca.is_file() else None
+        local = self.local_ca.is_file() and on_loopback(self.s3_endpoint_url)
+        return str(self.local_ca) if local else None
 
     def s3_credentials(self) -> tuple[str, str] | None:
         """(access key id, secret) of this identity; None = the AWS default chain."""
         if self.s3_access_key_id:
             return self.s3_access_key_id, self.s3_secret_access_key.get_secret_value()
+        if not on_loopback(self.s3_endpoint_url):  # the local stack's keys are for its own server only
+            return None
         key, secret = self.local_secret("s3_access_key_id"), self.local_secret("s3_secret_access_key")
         return (key, secret) if key and secret else None
 

@@ -195,6 +195,7 @@ def print_bundles(store: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tools.evaluate import run_evaluate
 
+    # An operator's job: it reads the model store offline, and dead letters through the pipeline.
     settings = get_settings().acting_as(OPERATOR)
     return run_evaluate(settings, args.dirs, args.offline, args.bundle, args.rate, args.json)
 

@@ -79,7 +79,9 @@ def labelled_photos(images: LabelledImages) -> tuple[list[tuple[str, Path]], dic
 
 
 def run_demo(settings: Settings, data: Path, limit: int | None, rate: float) -> int:
-    print(f"model bundle: {prepare(settings, data)}")
+    """Provisions and trains as ``admin``, sends photos and reads predictions as ``client``."""
+    print(f"model bundle: {prepare(settings.acting_as('admin'), data)}")
+    settings = settings.acting_as("client")
     photos, label_of = labelled_photos(spread(list_images(data / "Test"), limit))
 
     print("starting the five services …")

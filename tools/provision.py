@@ -141,7 +141,9 @@ def s3_admin_client(settings: Settings) -> Any:
 
 
 def ensure_buckets(settings: Settings) -> list[str]:
-    """Create the model, region and lake buckets that are missing; return the names created."""
+    """Create the model, region and lake buckets that are missing, each encrypting what it
+    stores by default as FRUITS_S3_SSE says (for writers that do not ask: pyarrow, aws s3 cp);
+    return the names created."""
     s3 = s3_admin_client(settings)
     existing = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
     wanted = dict.fromkeys([settings.model_bucket, *settings.region_buckets.values(), settings.lake_bucket])
@@ -154,7 +156,19 @@ def ensure_buckets(settings: Settings) -> list[str]:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
                 raise ProvisionError(f"cannot create bucket {bucket}: {exc}") from exc
+        if encryption := default_encryption(settings):
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=encryption)
     return missing
+
+
+def default_encryption(settings: Settings) -> dict[str, Any] | None:
+    """A bucket's default encryption under FRUITS_S3_SSE (None when it is empty)."""
+    if not settings.s3_sse:
+        return None
+    default = {"SSEAlgorithm": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+        default["KMSMasterKeyID"] = settings.s3_sse_kms_key_id
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]}
 
 
 # --- Readiness of the configured servers (None once they answer, else why not) ---------------

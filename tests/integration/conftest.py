@@ -39,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     # Addresses passed to Settings, not exported: start_stack starts what the
     # environment does not give, and the environment only gets them once it is up.
     kafka = os.environ[KAFKA_ENV] if KAFKA_ENV in os.environ else f"127.0.0.1:{free_port_block(kafka_server.PORTS)}"
-    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"http://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}"
+    s3 = os.environ[S3_ENV] if S3_ENV in os.environ else f"https://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}"
     settings = Settings(state_dir=tmp_path_factory.mktemp("stack"), kafka_bootstrap_servers=kafka, s3_endpoint_url=s3)
     try:
         with pytest.MonkeyPatch.context() as env:

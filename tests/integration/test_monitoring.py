@@ -40,7 +40,8 @@ BAD_PHOTOS = 3
 
 @pytest.fixture(scope="module")
 def settings(trained: Settings) -> Settings:
-    return trained
+    """The tests send photos and read predictions as the ``client`` identity."""
+    return as_identity(trained, "client")
 
 
 @pytest.fixture(scope="module")

@@ -164,16 +164,16 @@ def collect(reader: PredictionReader, wanted: set[str], timeout: float = 60) -> 
     return got
 
 
-def test_users_cannot_reach_or_overwrite_each_others_photos(settings, services):
+def test_users_cannot_reach_or_overwrite_each_others_photos(settings, client, services):
     """Issue 9's findings: confused deputy through image_uri, global photo ids, no field limits."""
     photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1")]
-    alice, bob = PhotoSender(settings, "eu", "alice"), PhotoSender(settings, "eu", "bob")
-    client = s3_client(settings)
+    alice, bob = PhotoSender(client, "eu", "alice"), PhotoSender(client, "eu", "bob")  # a trusted producer
+    s3 = s3_client(settings)
     us_bucket = settings.region_buckets["us"]
     private = b"private model pointer " + new_photo_id().encode()
-    client.put_object(Bucket=us_bucket, Key="originals/carol/secret", Body=images.jpeg())
-    client.put_object(Bucket=settings.model_bucket, Key="private-probe.json", Body=private)
-    predictions = PredictionReader(settings)
+    s3.put_object(Bucket=us_bucket, Key="originals/carol/secret", Body=images.jpeg())
+    s3.put_object(Bucket=settings.model_bucket, Key="private-probe.json", Body=private)
+    predictions = PredictionReader(client)
     dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
     try:
         shared_id = f"shared-{new_photo_id()[:8]}"
@@ -217,10 +217,10 @@ def test_users_cannot_reach_or_overwrite_each_others_photos(settings, services):
     users = [decode_record(Prediction, value).photo.user_id for value in later[shared_id]]
     assert users == ["bob"]
     eu = settings.region_buckets["eu"]
-    stored = {user: client.get_object(Bucket=eu, Key=f"originals/{user}/{shared_id}")["Body"].read()
+    stored = {user: s3.get_object(Bucket=eu, Key=f"originals/{user}/{shared_id}")["Body"].read()
               for user in ("alice", "bob")}
     assert stored == {"alice": photos[0].read_bytes(), "bob": photos[1].read_bytes()}
-    assert not client.list_objects_v2(Bucket=eu, Prefix="originals/alice/deputy-").get("KeyCount")
+    assert not s3.list_objects_v2(Bucket=eu, Prefix="originals/alice/deputy-").get("KeyCount")
 
 
 def restart(services: dict[str, ServiceProcess], name: str) -> None:

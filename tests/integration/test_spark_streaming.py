@@ -32,8 +32,7 @@ from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from tools.kafka_acls import ensure_acls
-from tools.provision import ensure_buckets, ensure_topics
+from tools.stack import provision_servers
 from tools.stack.supervisor import free_port_block
 from core.model import fit_classifier
 from tests.integration import as_identity
@@ -55,7 +54,10 @@ def synthetic_features(rng: np.random.Generator, labels: list[str], centres: np.
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings) -> Iterator[Settings]:
-    """Topics, model bucket and lake prefix of this module alone: nothing another test wrote is counted."""
+    """Topics, model bucket and lake prefix of this module alone: nothing another test wrote is counted.
+    Provisioned like `python -m tools.stack provision` does: the stack's identities get their rights
+    on the new model bucket (the job runs as ``spark``, the services as themselves); the test
+    itself sets up and inspects as ``admin``."""
     run = uuid.uuid4().hex[:6]
     overrides = {
         "FRUITS_TOPIC_FEATURES": f"sparktest-{run}.features",
@@ -75,9 +77,7 @@ def settings(stack: Settings) -> Iterator[Settings]:
             env.setenv(name, value)
         get_settings.cache_clear()
         settings = as_identity(get_settings(), "admin")
-        ensure_topics(settings)
-        ensure_acls(settings)  # the services' and spark's rights on these topics
-        ensure_buckets(settings)
+        provision_servers(settings)  # topics, their ACLs, and the identities' rights on the new bucket
         yield settings
     get_settings.cache_clear()
 
@@ -143,15 +143,16 @@ def wait_for(what: str, condition, timeout: float, job: SparkJob | None = None, 
 
 
 def row_count(settings: Settings, table: str) -> int:
-    data = lake.read_table(settings, table, columns=["photo_id"])
+    data = lake.read_table(settings.acting_as("admin"), table, columns=["photo_id"])
     return 0 if data is None else data.num_rows
 
 
 def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: Path) -> None:
+    admin = settings.acting_as("admin")
     rng = np.random.default_rng(7)
     centres = rng.uniform(0, 3, (len(CLASSES), DIM))
     featurizer_id = model_id(settings.featurizer_path)
-    client = s3_client(settings)
+    client = s3_client(admin)
     store = ModelStore(client, settings.model_bucket)
 
     # The labelled training set and the first bundle, as `fruits train` makes them.
@@ -242,18 +243,18 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
 
     assert job.process is not None and job.process.returncode == 0, f"unclean stop:\n{job.log()[-3000:]}"
     for table in (lake.FEATURES, lake.REDUCED, lake.PREDICTIONS):
-        data = lake.read_table(settings, table).to_pylist()
+        data = lake.read_table(admin, table).to_pylist()
         assert len(data) == N, f"{table}: {len(data)} rows for {N} photos"
         assert sorted(row["photo_id"] for row in data) == sorted(photo_ids), table
         assert all(str(row["date"]) == str(row["received_at"])[:10] for row in data), "date: received_at's UTC day"
-    assert lake.read_table(settings, lake.REJECTED) is None
+    assert lake.read_table(admin, lake.REJECTED) is None
 
-    reduced = {row["photo_id"]: row for row in lake.read_table(settings, lake.REDUCED).to_pylist()}
+    reduced = {row["photo_id"]: row for row in lake.read_table(admin, lake.REDUCED).to_pylist()}
     later = photo_ids[half:]
     assert {reduced[p]["pca_version"] for p in later} == {v1}, "reduce did not switch to the streamed PCA"
     assert {len(reduced[p]["features"]) for p in later} == {manifest.pca.k}
 
-    predictions = {row["photo_id"]: row for row in lake.read_table(settings, lake.PREDICTIONS).to_pylist()}
+    predictions = {row["photo_id"]: row for row in lake.read_table(admin, lake.PREDICTIONS).to_pylist()}
     assert {predictions[p]["model_versions"]["classifier_version"] for p in later} == {v1}
     right = sum(predictions[p]["label"] == label_of[p] for p in later)
     assert right >= 0.9 * len(later), f"{right}/{len(later)} right with the streamed PCA's bundle"

@@ -29,11 +29,13 @@ CLASSES = ("Banana 1", "Kiwi 1", "Lemon 1")
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings) -> Iterator[Settings]:
+    """As the ``spark`` identity: the Spark trainer needs no more than its rights (`fruits train`
+    runs it as ``admin``); S3A trusts the stack's CA through the JVM's truststore."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FRUITS_LAKE_PREFIX", f"sparktrain-{uuid.uuid4().hex[:6]}")
         env.setenv("FRUITS_SPARK_DRIVER_MEMORY", "1g")
         get_settings.cache_clear()
-        yield as_identity(get_settings(), "admin")  # the trainer is an operator's tool
+        yield as_identity(get_settings(), "spark")
     get_settings.cache_clear()
     from pyspark.sql import SparkSession
 

@@ -1,4 +1,5 @@
-"""The local stack: provisioned topics and buckets, exactly-once Kafka, authenticated S3."""
+"""The local stack: provisioned topics and buckets, exactly-once Kafka, authenticated S3
+(what each identity may do there: test_s3_security.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ def _topics(settings: Settings) -> list[str]:
 
 
 def _s3(settings: Settings, **override: str) -> Any:
-    return boto3.client("s3", **{**settings.s3_client_kwargs(), **override})
+    """A client of the admin identity (the one that provisions), with ``override``s."""
+    return boto3.client("s3", **{**settings.acting_as("admin").s3_client_kwargs(), **override})
 
 
 def test_topics_have_their_partitions_and_configs(stack: Settings) -> None:
@@ -80,7 +82,7 @@ def test_topics_that_the_cluster_cannot_replicate_are_refused(stack: Settings) -
 
 def test_provisioning_is_idempotent(stack: Settings) -> None:
     assert ensure_topics(stack) == []
-    assert ensure_buckets(stack) == []
+    assert ensure_buckets(stack.acting_as("admin")) == []
 
 
 def test_read_committed_consumer_sees_only_committed_transactions(stack: Settings) -> None:

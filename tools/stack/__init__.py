@@ -1,8 +1,10 @@
 """The embedded local stack: one Kafka broker (``kafka_server``) and one SeaweedFS server
 (``seaweedfs_server``) on 127.0.0.1, run by the process ``supervisor`` and provisioned
-with the topics and buckets of the settings (``tools.provision``). A server given in the
-environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS, FRUITS_S3_ENDPOINT_URL) is an existing one:
-it is not started, only checked and provisioned. ``python -m tools.stack`` is its CLI.
+with the topics and buckets of the settings (``tools.provision``) by the ``admin``
+identity. A server given in the environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS,
+FRUITS_S3_ENDPOINT_URL) is an existing one: it is not started, only checked and
+provisioned. ``python -m tools.stack`` is its CLI. The stack's secrets (``secrets``: a key
+pair per identity) and TLS files (``tls``) are made on first start, in the state dir.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _provision(settings: Settings, acls: bool = True) -> Settings:
             print(f"kafka: SCRAM users: {', '.join(kafka_acls.ensure_users(settings, passwords))}", flush=True)
         if acls:
             print(f"kafka: ACLs created: {kafka_acls.ensure_acls(settings)} (`python -m tools.stack acls`)", flush=True)
+    if our_pid(settings, seaweedfs_server.NAME):  # its identities get their rights on these buckets first
+        seaweedfs_server.allow_buckets(settings)
     print(f"s3: buckets created: {', '.join(provision.ensure_buckets(settings)) or 'none (all exist)'}", flush=True)
     return settings
 
@@ -88,7 +92,7 @@ def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None
     if seaweedfs_server.NAME in stopped:
         seaweedfs_server.remove_sockets(settings)
     if purge:  # only what the stack created, in case state_dir points somewhere shared
-        for sub in (*(server.NAME for server in SERVERS), "logs"):
+        for sub in (*(server.NAME for server in SERVERS), "logs", "secrets", "tls"):
             shutil.rmtree(settings.state_dir / sub, ignore_errors=True)
         if settings.state_dir.is_dir() and not any(settings.state_dir.iterdir()):
             settings.state_dir.rmdir()
