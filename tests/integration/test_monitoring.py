@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration import as_identity
 from tools.client import PhotoSender, new_photo_id
 from tools.roundtrip import round_trip
 from core.metrics import STAGE_PORTS
