@@ -88,8 +88,25 @@ def per_record(transform: Callable[[Received[In]], Out]) -> Callable[[list[Recei
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """What every Kafka client of Fruits! is configured with."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": LIBRDKAFKA_LOGGER, **extra}
+    """What every Kafka client of Fruits! is configured with: the brokers, and the security
+    protocol with this process's identity's credentials (``Settings.kafka_security_config``)."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **settings.kafka_security_config(),
+        "logger": LIBRDKAFKA_LOGGER,
+        **extra,
+    }
+
+
+def stage_group_id(stage: str) -> str:
+    """The consumer group of a stage's instances (its ACLs: ``tools.kafka_acls``)."""
+    return f"fruits-{stage}"
+
+
+def stage_transactional_id(stage: str, instance_id: str) -> str:
+    """One instance's transactional.id (and static group member id): the stage's group id,
+    a dash and FRUITS_INSTANCE_ID, so that its ACL can name the prefix ``fruits-<stage>-``."""
+    return f"{stage_group_id(stage)}-{instance_id}"
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -116,19 +133,39 @@ def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str
     )
 
 
-def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
-    """Raise a clear error if no Kafka broker answers at the configured address."""
+def metadata_problem(settings: Settings, timeout: float) -> KafkaError | None:
+    """None once a broker answers a metadata request of this identity, else why not: the
+    login or TLS failure if there was one (a wrong password is not "unreachable")."""
     from confluent_kafka.admin import AdminClient
 
-    # Refused connections are the expected failure here: the error below says it once.
-    admin = AdminClient(client_config(settings, log_level=2))
+    errors: list[KafkaError] = []
+    # Refused connections are the expected failure here: the caller says it once.
+    admin = AdminClient(client_config(settings, error_cb=errors.append, log_level=2))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serves error_cb
+        refused = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+        return next((error for error in errors if error.code() in refused), exc.args[0])
+    return None
+
+
+def check_reachable(settings: Settings, timeout: float = 10.0) -> None:
+    """Raise a clear error if no Kafka broker answers at the configured address, or if it
+    refuses this identity's login."""
+    error = metadata_problem(settings, timeout)
+    if error is None:
+        return
+    where = settings.kafka_bootstrap_servers
+    if error.code() == KafkaError._AUTHENTICATION:
         raise ConnectionError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} "
-            f"(is the stack up? `make up`, or set FRUITS_KAFKA_BOOTSTRAP_SERVERS): {exc}"
-        ) from exc
+            f"Kafka at {where} refused the login of {settings.kafka_credentials()[0]!r} "
+            f"(FRUITS_KAFKA_USERNAME / FRUITS_KAFKA_PASSWORD, or the local stack's {settings.secrets_dir}): {error.str()}"
+        )
+    raise ConnectionError(
+        f"cannot reach Kafka at {where} with {settings.kafka_security_protocol} "
+        f"(is the stack up? `make up`, or set FRUITS_KAFKA_BOOTSTRAP_SERVERS): {error.str()}"
+    )
 
 
 def where(msg: Message) -> str:
@@ -337,7 +374,7 @@ class StageRunner(Generic[In, Out]):
         self.stop = stop
         self.metrics = metrics.stage_metrics(stage.name, stage.output_topic, settings.metrics_enabled)
         self.instance_id = instance_id or settings.instance_id or "0"
-        member = f"fruits-{stage.name}-{self.instance_id}"
+        member = stage_transactional_id(stage.name, self.instance_id)
         # Consumer lag comes from librdkafka's own statistics (no extra broker requests);
         # the callback runs inside poll(), on this thread.
         statistics = {
@@ -347,7 +384,7 @@ class StageRunner(Generic[In, Out]):
         self.consumer = consumer or Consumer(
             consumer_config(
                 settings,
-                group_id=f"fruits-{stage.name}",
+                group_id=stage_group_id(stage.name),
                 # Static membership: a restarted instance takes its partitions back at
                 # once instead of waiting for the session timeout.
                 **{"group.instance.id": member, "error_cb": self._client_error},

@@ -116,18 +116,22 @@ def training_features_writer(client: Any, settings: Settings) -> Callable[[str, 
 
 
 def arrow_s3_filesystem(settings: Settings) -> Any:
-    """pyarrow's S3 filesystem with the configured endpoint and credentials (analysis, tests)."""
+    """pyarrow's S3 filesystem with the configured endpoint, this identity's credentials (None:
+    the AWS default chain) and CA (analysis, tests; it reads: writes go through boto3 or Spark,
+    which request the configured server-side encryption)."""
     from urllib.parse import urlsplit
 
     from pyarrow import fs
 
     endpoint = urlsplit(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    credentials = settings.s3_credentials()
     return fs.S3FileSystem(
-        access_key=settings.s3_access_key_id or None,
-        secret_key=settings.s3_secret_access_key.get_secret_value() or None,
+        access_key=credentials[0] if credentials else None,
+        secret_key=credentials[1] if credentials else None,
         region=settings.s3_region,
         endpoint_override=endpoint.netloc if endpoint else None,
         scheme=endpoint.scheme if endpoint else "https",
+        tls_ca_file_path=settings.s3_ca_file(),
     )
 
 

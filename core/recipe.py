@@ -5,7 +5,8 @@ classifier here, so a refit goes through exactly what a fresh training goes thro
 1. **Out-of-fold answers.** The rows are cut into ``folds`` folds (contiguous blocks within
    each class: consecutive Fruits-360 frames and GroceryStore photos of one bin are near
    duplicates, so they stay on one side); each fold is answered by a classifier trained on
-   the others.
+   the others. Augmented copies of a photo sit in their photo's fold and are trained on,
+   never answered: steps 2, 3 and 5 see real photos only.
 2. **Temperature.** The one scalar T minimising the negative log-likelihood of the true
    class over the out-of-fold logits.
 3. **Unsure threshold.** The type confidence under which an answer is ``unsure``: the
@@ -59,11 +60,20 @@ class Labelled:
     specimen: np.ndarray
     """Rows that are Fruits-360 specimens (white background): they set the unsure threshold, and
     only they are scored at variety level (their label is a variety an answer can name)."""
+    copy_of: np.ndarray | None = None
+    """For an augmented copy, the row of the photo it was made from; -1 for every other row
+    (None: no copies)."""
+
+    def originals(self) -> np.ndarray:
+        """Rows that are not augmented copies."""
+        return np.ones(len(self.labels), bool) if self.copy_of is None else self.copy_of < 0
 
 
-FRUITS360, GROCERYSTORE, SYNTHETIC, EMPTY_SCENE = "fruits360", "grocerystore", "synthetic", "empty"
+FRUITS360, GROCERYSTORE, SYNTHETIC, EMPTY_SCENE, AUGMENTED = "fruits360", "grocerystore", "synthetic", "empty", "augmented"
 """Where a training row comes from: a Fruits-360 specimen, a real photo of a photo set (its own
-class, or NOT_OURS), a synthetic photo made of specimens, a scene without fruit (NOT_OURS)."""
+class, or NOT_OURS), a synthetic photo made of specimens, a scene without fruit (NOT_OURS), an
+augmented copy of a real photo (its source: the photo's source + ``COPY_MARK`` + a number)."""
+COPY_MARK = "#copy"
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,17 @@ class TrainingRows:
     def labelled(self, x: np.ndarray) -> Labelled:
         specimen = np.array([origin == FRUITS360 for origin in self.origins])
         label_types = dict(zip(self.labels, self.types))
-        return Labelled(x, self.labels, label_types, specimen)
+        if AUGMENTED not in self.origins:
+            return Labelled(x, self.labels, label_types, specimen)
+        row_of = {source: row for row, (source, origin) in enumerate(zip(self.sources, self.origins)) if origin != AUGMENTED}
+        copy_of = np.full(len(self.labels), -1, dtype=np.int64)
+        for row, (source, origin) in enumerate(zip(self.sources, self.origins)):
+            if origin == AUGMENTED:
+                photo = source.rpartition(COPY_MARK)[0]
+                if photo not in row_of:
+                    raise ValueError(f"augmented copy {source!r} has no photo {photo!r} among the training rows")
+                copy_of[row] = row_of[photo]
+        return Labelled(x, self.labels, label_types, specimen, copy_of)
 
     def __add__(self, other: TrainingRows) -> TrainingRows:
         return TrainingRows(
@@ -116,27 +136,34 @@ def fit_calibrated(data: Labelled, recipe: Recipe = RECIPE) -> tuple[Classifier,
     labels = np.asarray(data.labels)
     classes = sorted(set(data.labels))
     types = tuple(data.label_types[c] for c in classes)
-    fold = fold_of_rows(data.labels, recipe.folds)
-    logits = np.full((len(labels), len(classes)), -1e4, dtype=np.float32)  # a class a fold lacks: never chosen
+    original = data.originals()
+    fold = np.empty(len(labels), dtype=np.int64)
+    fold[original] = fold_of_rows(labels[original].tolist(), recipe.folds)
+    if data.copy_of is not None:
+        fold[~original] = fold[data.copy_of[~original]]  # a copy sits in its photo's fold
+    answered = original.nonzero()[0]
+    logits = np.full((len(answered), len(classes)), -1e4, dtype=np.float32)  # a class a fold lacks: never chosen
     for k in range(recipe.folds):
         held_out = fold == k
         if not held_out.any() or held_out.all():
             continue
         part = fit_classifier(data.x[~held_out], labels[~held_out], recipe.max_iter, recipe.regularisation, recipe.tol)
         columns = [classes.index(c) for c in part.labels]
-        logits[np.ix_(held_out, columns)] = part.logits(data.x[held_out])
-        log.info("recipe: fold %d of %d answered (%d rows)", k + 1, recipe.folds, int(held_out.sum()))
-    truth = np.searchsorted(classes, labels)
+        rows = fold[answered] == k
+        logits[np.ix_(rows, columns)] = part.logits(data.x[answered[rows]])
+        log.info("recipe: fold %d of %d answered (%d rows)", k + 1, recipe.folds, int(rows.sum()))
+    truth = np.searchsorted(classes, labels[answered])
     temperature = fit_temperature(logits, truth)
     probe = Classifier(tuple(classes), np.zeros((len(classes), 1), np.float32), np.zeros(len(classes), np.float32),
                        types, temperature)  # fmt: skip  # only its answers() is used, on the OOF probabilities
     probabilities = softmax(logits / temperature)
-    specimen_confidences = [a.type_confidence for a, s in zip(probe.answers(probabilities), data.specimen) if s]
+    specimen = data.specimen[answered]
+    specimen_confidences = [a.type_confidence for a, s in zip(probe.answers(probabilities), specimen) if s]
     threshold = unsure_threshold(specimen_confidences, recipe.max_specimen_unsure)
     validation = score(
         replace(probe, unsure_below=threshold).answers(probabilities),  # the classifier's own unsure rule
-        [label if specimen else None for label, specimen in zip(data.labels, data.specimen)],
-        [data.label_types[label] for label in data.labels],
+        [label if s else None for label, s in zip(labels[answered], specimen)],
+        [data.label_types[label] for label in labels[answered]],
     )
     final = fit_classifier(data.x, labels, recipe.max_iter, recipe.regularisation, recipe.tol)
     final = replace(final, label_types=tuple(data.label_types[c] for c in final.labels),

@@ -30,7 +30,36 @@ OUTAGE_CODES = frozenset({
 """S3 error codes that are the service's state or our credentials, never the record's fault."""
 
 
+ENCRYPTED_WRITES = ("PutObject", "CreateMultipartUpload", "CopyObject")
+"""The requests that create objects: each asks for the configured server-side encryption."""
+
+
+def sse_arguments(settings: Settings) -> dict[str, str]:
+    """The boto3 arguments of a write under FRUITS_S3_SSE (none when it is empty)."""
+    if not settings.s3_sse:
+        return {}
+    arguments = {"ServerSideEncryption": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+        arguments["SSEKMSKeyId"] = settings.s3_sse_kms_key_id
+    return arguments
+
+
 def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client of this process's identity, trusting the configured CA, whose every
+    write requests the configured server-side encryption (unless the call names its own)."""
+    client = _client(settings)
+    if sse := sse_arguments(settings):
+
+        def encrypt(params: dict[str, Any], **_: Any) -> None:
+            for name, value in sse.items():
+                params.setdefault(name, value)
+
+        for operation in ENCRYPTED_WRITES:
+            client.meta.events.register(f"provide-client-params.s3.{operation}", encrypt)
+    return client
+
+
+def _client(settings: Settings) -> Any:
     import boto3
     from botocore.config import Config
 

@@ -4,8 +4,11 @@ local stack started by ``make up``; the README's configuration table lists them 
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,13 +18,71 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
 """The five services, in the order a photo passes them (``python -m services.<name>``)."""
 
+IDENTITIES = (*PIPELINE_SERVICES, "spark", "client", "admin")
+"""Who a process is on Kafka and S3, each with its own credentials and rights: the five
+services, the Spark jobs, ``client`` (trusted producers: batch tools, the HTTP gateway) and
+``admin`` (provisioning; operators). The local stack makes a secret for each."""
+
+
+SASL_LOGIN_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+"""The Java login module of each SASL mechanism (JAAS configuration of Java clients and the broker)."""
+
+
+def jaas_config(mechanism: str, username: str, password: str, **options: str) -> str:
+    """A ``sasl.jaas.config`` value for a Java Kafka client (Spark's Kafka source) or the
+    broker's own logins; ``options`` are further ``name="value"`` pairs."""
+    if mechanism not in SASL_LOGIN_MODULES:
+        raise ValueError(f"SASL mechanism {mechanism!r} is not one of {', '.join(SASL_LOGIN_MODULES)}")
+
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    pairs = {"username": username, "password": password, **options}
+    return f"{SASL_LOGIN_MODULES[mechanism]} required " + " ".join(f"{k}={quoted(v)}" for k, v in pairs.items()) + ";"
+LOCAL_TRUSTSTORE_PASSWORD = "fruits-local-ca"
+"""Of the local stack's truststore (``Settings.local_truststore``): it holds the public CA
+certificate only, so its password guards nothing secret (Java requires one)."""
+
+
+def on_loopback(addresses: str) -> bool:
+    """Whether every host in ``addresses`` (``host:port,…`` or a URL) is this machine: only
+    then do the local stack's secrets and CA apply (never to a managed Kafka or AWS)."""
+    hosts = [urlsplit(a if "//" in a else f"//{a}").hostname for a in addresses.split(",") if a.strip()]
+    return bool(hosts) and all(host in ("127.0.0.1", "localhost", "::1") for host in hosts)
+
+
+class MissingCredentials(RuntimeError):
+    """No credentials for this process's identity; the message says where to set them."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FRUITS_", frozen=True, extra="ignore", use_attribute_docstrings=True)
 
+    # --- Identity and credentials ------------------------------------------------------
+    identity: str = ""
+    """Who this process is on Kafka and S3 (one of IDENTITIES). Empty: its entry point's own
+    (a service's name, ``spark`` for the Spark jobs, ``client`` for the CLI). Empty
+    credentials below are this identity's secret of the local stack (``<state_dir>/secrets``)."""
+
     # --- Kafka -------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     """Kafka bootstrap servers (host:port[,host:port])."""
+    kafka_security_protocol: Literal["SASL_SSL", "SASL_PLAINTEXT", "SSL", "PLAINTEXT"] = "SASL_SSL"
+    """How clients talk to Kafka. SASL_SSL (default: authenticated, encrypted); PLAINTEXT is an
+    explicit opt-in (the local stack then starts its broker without TLS, SASL or ACLs)."""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    """SASL mechanism: SCRAM-SHA-512 (local stack, MSK SCRAM, self-managed) or PLAIN (Confluent Cloud API keys)."""
+    kafka_username: str = ""
+    """SASL user name; empty = the identity's name."""
+    kafka_password: SecretStr = SecretStr("")
+    """SASL password; empty = the identity's secret of the local stack."""
+    kafka_ssl_ca_location: str = ""
+    """PEM file of the CA that signed the brokers' certificates; empty = the local stack's CA if
+    it made one, else the system's CAs (MSK, Confluent Cloud)."""
     topic_photos: str = "fruits.photos"
     """Photo events produced by users (PhotoEvent)."""
     topic_ingested: str = "fruits.ingested"
@@ -87,14 +148,24 @@ class Settings(BaseSettings):
     """How long the dead-letter topic keeps records: time to look at the failures and replay them."""
 
     # --- S3 -----------------------------------------------------------------------
-    s3_endpoint_url: str = "http://127.0.0.1:18333"
+    s3_endpoint_url: str = "https://127.0.0.1:18333"
     """S3 endpoint; set to your AWS regional endpoint (or empty for the AWS default) in production."""
-    s3_access_key_id: str = "fruits"
-    """S3 access key id."""
-    s3_secret_access_key: SecretStr = SecretStr("fruits-local-secret")
-    """S3 secret access key."""
+    s3_access_key_id: str = ""
+    """S3 access key id; empty = the identity's key on the local stack, or, with no local stack
+    secret, the AWS default chain (environment, instance profile, IRSA)."""
+    s3_secret_access_key: SecretStr = SecretStr("")
+    """S3 secret access key (with s3_access_key_id)."""
+    s3_ca_bundle: str = ""
+    """PEM file of the CA that signed the S3 endpoint's certificate; empty = the local stack's CA
+    if it made one, else the system's CAs."""
     s3_region: str = "us-east-1"
     """Signing region for S3 requests."""
+    s3_sse: Literal["AES256", "aws:kms", ""] = "AES256"
+    """Server-side encryption every write requests: AES256 (SSE-S3, default; the local stack's
+    SeaweedFS has a key for it), aws:kms (SSE-KMS with s3_sse_kms_key_id) or empty (none
+    requested: the bucket's default encryption applies)."""
+    s3_sse_kms_key_id: str = ""
+    """KMS key (id, alias or ARN) of SSE-KMS; empty = the account's aws/s3 key."""
     model_bucket: str = "fruits-models"
     """Bucket of the model store (bundles and the `current` pointer)."""
     region_buckets: dict[str, str] = {
@@ -181,12 +252,84 @@ class Settings(BaseSettings):
             self.topic_predictions,
         ]
 
-    def s3_client_kwargs(self) -> dict[str, str | None]:
+    def acting_as(self, identity: str) -> Settings:
+        """These settings for an entry point whose own identity is ``identity``, unless
+        FRUITS_IDENTITY chose another."""
+        return self if self.identity else self.model_copy(update={"identity": identity})
+
+    @property
+    def secrets_dir(self) -> Path:
+        """The local stack's per-identity secrets (`tools.stack.secrets`)."""
+        return self.state_dir / "secrets"
+
+    @property
+    def local_ca(self) -> Path:
+        """The local stack's CA certificate (`tools.stack.tls`)."""
+        return self.state_dir / "tls" / "ca.pem"
+
+    @property
+    def local_truststore(self) -> Path:
+        """The local stack's CA as a PKCS#12 truststore, for the JVM (Spark's S3A)."""
+        return self.state_dir / "tls" / "truststore.p12"
+
+    def local_secret(self, field: str) -> str | None:
+        """The identity's ``field`` in the local stack's secrets, if the stack made them."""
+        path = self.secrets_dir / f"{self.identity}.json"
+        if not self.identity or not path.is_file():
+            return None
+        return json.loads(path.read_text()).get(field)
+
+    def kafka_credentials(self) -> tuple[str, str]:
+        username = self.kafka_username or self.identity
+        local = self.local_secret("kafka_password") if on_loopback(self.kafka_bootstrap_servers) else None
+        password = self.kafka_password.get_secret_value() or local
+        if not username or not password:
+            raise MissingCredentials(
+                f"no Kafka credentials for identity {self.identity or '(none)'!r}: set FRUITS_KAFKA_USERNAME "
+                f"and FRUITS_KAFKA_PASSWORD, or start the local stack (`make up`), which writes {self.secrets_dir}"
+            )
+        return username, password
+
+    def kafka_security_config(self) -> dict[str, str]:
+        """librdkafka options for the configured protocol and this identity's credentials."""
+        config = {"security.protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            username, password = self.kafka_credentials()
+            config |= {"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": username, "sasl.password": password}
+        if self.kafka_security_protocol.endswith("SSL") and (ca := self.kafka_ca_file()):
+            config["ssl.ca.location"] = ca
+        return config
+
+    def kafka_ca_file(self) -> str | None:
+        if self.kafka_ssl_ca_location:
+            return self.kafka_ssl_ca_location
+        local = self.local_ca.is_file() and on_loopback(self.kafka_bootstrap_servers)
+        return str(self.local_ca) if local else None
+
+    def s3_ca_file(self) -> str | None:
+        if self.s3_ca_bundle:
+            return self.s3_ca_bundle
+        local = self.local_ca.is_file() and on_loopback(self.s3_endpoint_url)
+        return str(self.local_ca) if local else None
+
+    def s3_credentials(self) -> tuple[str, str] | None:
+        """(access key id, secret) of this identity; None = the AWS default chain."""
+        if self.s3_access_key_id:
+            return self.s3_access_key_id, self.s3_secret_access_key.get_secret_value()
+        if not on_loopback(self.s3_endpoint_url):  # the local stack's keys are for its own server only
+            return None
+        key, secret = self.local_secret("s3_access_key_id"), self.local_secret("s3_secret_access_key")
+        return (key, secret) if key and secret else None
+
+    def s3_client_kwargs(self) -> dict[str, Any]:
+        """boto3 client arguments: endpoint, this identity's credentials, CA."""
+        credentials = self.s3_credentials()
         return {
             "endpoint_url": self.s3_endpoint_url or None,
-            "aws_access_key_id": self.s3_access_key_id,
-            "aws_secret_access_key": self.s3_secret_access_key.get_secret_value(),
+            "aws_access_key_id": credentials[0] if credentials else None,
+            "aws_secret_access_key": credentials[1] if credentials else None,
             "region_name": self.s3_region,
+            "verify": self.s3_ca_file() or True,
         }
 
 

@@ -32,7 +32,7 @@ from core.s3 import s3_client
 from core.settings import Settings, get_settings
 from spark import transforms
 from spark.pca_update import HadoopFiles, PcaPublisher, PcaUpdater, StateStore, read_labelled_features
-from spark.session import spark_session
+from spark.session import kafka_options, spark_session
 
 log = logging.getLogger("spark.streaming_job")
 
@@ -123,7 +123,7 @@ class ProgressMetrics(StreamingQueryListener):
 def kafka_stream(spark: SparkSession, settings: Settings, topic: str) -> DataFrame:
     return (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap_servers)
+        .options(**kafka_options(settings))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         # The services produce in transactions: never land an aborted record.
@@ -181,7 +181,7 @@ def stop_gracefully(queries: list[StreamingQuery], timeout: float = STOP_TIMEOUT
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    settings = get_settings()
+    settings = get_settings().acting_as("spark")
     spark = spark_session(settings, "fruits-streaming")
     if settings.metrics_enabled:
         port = metrics.serve_metrics("spark", settings.metrics_port, settings.metrics_host)

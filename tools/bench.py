@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=3000, help="photos for the throughput run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the half-load run")
     args = parser.parse_args()
-    settings = get_settings()
+    settings = get_settings().acting_as("admin")  # prepare() provisions and trains, as an operator
     prepare(settings, args.data)
     test = list_images(args.data / "Test")
 

@@ -99,8 +99,8 @@ def own_stack() -> Iterator[Settings]:
         settings = Settings(
             state_dir=Path(tmp),
             kafka_bootstrap_servers=f"127.0.0.1:{free_port_block(kafka_server.PORTS)}",
-            s3_endpoint_url=f"http://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}",
-        )
+            s3_endpoint_url=f"https://127.0.0.1:{free_port_block(seaweedfs_server.PORTS)}",
+        ).acting_as("admin")  # an operator's benchmark: it trains a model, and sends and reads
         try:
             start_stack(settings)
             os.environ["FRUITS_KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
@@ -117,7 +117,7 @@ def ensure_model(settings: Settings, data: Path) -> None:
     from core.s3 import s3_client
     from training.trainer import TrainingData, train
 
-    store = ModelStore(s3_client(settings), settings.model_bucket)
+    store = ModelStore(s3_client(settings.acting_as("admin")), settings.model_bucket)
     if store.current_version() is None:
         print("no current model: training a quick one (30 images per class)")
         store.save(train(TrainingData(data, per_class=30), Featurizer(settings.featurizer_path), evaluate=False))
@@ -149,8 +149,9 @@ def main() -> int:
     step = max(1, len(test.paths) // args.photos)
     photos = test.paths[::step][: args.photos]
     warm = test.paths[step // 2 :: step][:200]
-    with own_stack() if args.own_stack else _existing() as settings:
-        ensure_model(settings, args.data)
+    with own_stack() if args.own_stack else _existing() as stack:
+        ensure_model(stack, args.data)
+        settings = stack.acting_as("client")  # sends photos, reads predictions
         results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         logs = Path(tempfile.mkdtemp(prefix="fruits-bench-logs-"))
         print(f"service logs in {logs}")
@@ -178,7 +179,7 @@ def main() -> int:
 
 @contextmanager
 def _existing() -> Iterator[Settings]:
-    yield get_settings()
+    yield get_settings().acting_as("admin")
 
 
 if __name__ == "__main__":

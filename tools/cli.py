@@ -19,9 +19,15 @@ from typing import Any
 from tqdm import tqdm
 
 from core.records import Prediction
-from core.settings import get_settings
+from core.settings import MissingCredentials, get_settings
 from tools import FRUITS360_SAMPLE, GROCERYSTORE_SAMPLE
-from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
+from training.defaults import AUGMENTED_COPIES, EMPTY_SCENES, SYNTHETIC_PER_CLASS
+
+CLIENT = "client"
+"""Who ``produce`` and ``consume`` are on Kafka (and S3): a user's tool, writing photos, reading predictions."""
+OPERATOR = "admin"
+"""Who the operators' commands are (train, model, evaluate, demo): they read and write the model
+store, and demo provisions topics. FRUITS_IDENTITY overrides either."""
 
 
 def _json_default(value: Any) -> Any:
@@ -34,10 +40,10 @@ def _json_default(value: Any) -> Any:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from core.datasets import image_files
-    from tools.client import PhotoSender
+    from tools.client import LocationNotRemovable, PhotoSender
     from core.kafka import check_reachable
 
-    settings = get_settings()
+    settings = get_settings().acting_as(CLIENT)
     # The arguments first: a typo in a path or region is not a Kafka problem.
     files = image_files(args.paths)
     if not files:
@@ -50,22 +56,31 @@ def cmd_produce(args: argparse.Namespace) -> int:
     check_reachable(settings)
     sender = PhotoSender(settings, region=args.region, user_id=args.user_id)
     started = time.monotonic()
+    skipped = 0
     with tqdm(files, desc="produce", unit="photo", disable=args.quiet) as bar:
         for index, path in enumerate(bar):
             if args.rate:
                 time.sleep(max(0.0, started + index / args.rate - time.monotonic()))
-            photo_id = sender.send_file(path)
+            try:
+                photo_id = sender.send_file(path)
+            except LocationNotRemovable as exc:  # never send a location we were asked to remove
+                skipped += 1
+                tqdm.write(f"skipped {path}: {exc}", file=sys.stderr)
+                continue
             if args.print_ids:
                 tqdm.write(f"{photo_id}\t{path}")
     sender.flush()
-    print(f"produced {len(files)} photo events to {settings.topic_photos}", file=sys.stderr)
+    print(f"produced {len(files) - skipped} photo events to {settings.topic_photos}", file=sys.stderr)
+    if skipped:
+        print(f"fruits produce: {skipped} file(s) skipped, not sent (see above)", file=sys.stderr)
+        return 1
     return 0
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
     from tools.client import PredictionReader
 
-    reader = PredictionReader(get_settings(), from_beginning=args.from_beginning)
+    reader = PredictionReader(get_settings().acting_as(CLIENT), from_beginning=args.from_beginning)
     count = 0
     try:
         for prediction in reader.predictions(timeout=args.timeout):
@@ -100,7 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.s3 import check_bucket, s3_client
     from training.trainer import TrainingData, train
 
-    settings = get_settings()
+    settings = get_settings().acting_as(OPERATOR)
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
@@ -121,6 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             grocerystore=None if args.no_grocerystore else args.grocerystore,
             synthetic_per_class=args.synthetic_per_class,
             empty_scenes=args.empty_scenes,
+            augmented_copies=args.augmented_copies,
             per_class=args.per_class,
             seed=args.seed,
         )
@@ -141,7 +157,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     from core.model import ModelStore
     from core.s3 import check_bucket, s3_client
 
-    settings = get_settings()
+    settings = get_settings().acting_as(OPERATOR)
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)
     store = ModelStore(client, settings.model_bucket)
@@ -179,19 +195,21 @@ def print_bundles(store: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tools.evaluate import run_evaluate
 
-    return run_evaluate(get_settings(), args.dirs, args.offline, args.bundle, args.rate, args.json)
+    # An operator's job: it reads the model store offline, and dead letters through the pipeline.
+    settings = get_settings().acting_as(OPERATOR)
+    return run_evaluate(settings, args.dirs, args.offline, args.bundle, args.rate, args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from tools.demo import run_demo
 
-    return run_demo(get_settings(), args.data, args.limit, args.rate)
+    return run_demo(get_settings().acting_as(OPERATOR), args.data, args.limit, args.rate)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     from tools.services import Supervisor, start_services, stop_services
 
-    settings = get_settings()
+    settings = get_settings()  # each service acts as itself (tools.services)
     log_dir = settings.state_dir / "logs"
     # SIGTERM stops the services like Ctrl-C does, instead of orphaning them.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -270,7 +288,11 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         "--empty-scenes", type=non_negative_int, default=EMPTY_SCENES,
         help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES}; local engine)",
     )  # fmt: skip
-    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos (default: 0)")
+    train.add_argument(
+        "--augmented-copies", type=non_negative_int, default=AUGMENTED_COPIES,
+        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES}; local engine)",
+    )  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos and augmented copies (default: 0)")
     train.add_argument(
         "--min-explained-variance",
         type=share,
@@ -355,7 +377,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     from core.kafka import check_reachable
     from tools.deadletters import Selection, dead_letters, letter_line, replay, summary
 
-    settings = get_settings()
+    settings = get_settings().acting_as(OPERATOR)  # dead letters hold every user's photos
     selection = Selection(frozenset(args.reason), frozenset(args.stage), args.since, args.until)
     check_reachable(settings)
     if args.action == "list":
@@ -467,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ConnectionError, FileNotFoundError, ValueError) as exc:
+    except (ConnectionError, FileNotFoundError, ValueError, MissingCredentials) as exc:
         print(f"fruits {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

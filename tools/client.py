@@ -11,14 +11,41 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from core.errors import RecordError
+from core.imaging import sniff_content_type
 from core.kafka import consumer_config, poll_batch, producer_config
+from core.metadata import strip_location
 from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from core.s3 import s3_client
 from core.settings import Settings
 
+READER_GROUP_PREFIX = "fruits-reader-"
+"""Group ids of PredictionReader (a random suffix each; it never commits): ACLs name the prefix."""
+
 
 def new_photo_id() -> str:
     return uuid.uuid4().hex
+
+
+class LocationNotRemovable(ValueError):
+    """A photo of a supported type whose location metadata cannot be removed (a corrupt file): not sent."""
+
+
+def without_location(data: bytes) -> tuple[bytes, str | None]:
+    """The photo and its content type as ingest will store it: without location metadata
+    (``core.metadata.strip_location``; HEIC/HEIF/AVIF become JPEG), so that our own events
+    never carry a location on the photos topic. Bytes that are not a photo of a supported type
+    are returned unchanged (type None): there is nothing we know how to strip, and ingest
+    rejects them. A supported photo whose location cannot be removed raises LocationNotRemovable."""
+    try:
+        content_type = sniff_content_type(data)
+    except RecordError:
+        return data, None
+    try:
+        stripped = strip_location(data, content_type)
+    except RecordError as exc:
+        raise LocationNotRemovable(f"not sent: cannot remove the location metadata of this {content_type} ({exc})") from exc
+    return stripped.data, stripped.content_type
 
 
 class PhotoSender:
@@ -44,16 +71,20 @@ class PhotoSender:
         return f"s3://{bucket}/{key}"
 
     def send_bytes(self, data: bytes, photo_id: str | None = None, name: str = "") -> str:
+        """Send a photo, without its location metadata (``without_location``)."""
         photo_id = photo_id or new_photo_id()
+        data, content_type = without_location(data)
+        content_type = content_type or (mimetypes.guess_type(name)[0] if name else None)
         inline = len(data) <= self.settings.max_inline_image_bytes
+        suffix = (mimetypes.guess_extension(content_type) if content_type else None) or Path(name).suffix
         event = PhotoEvent(
             photo_id=photo_id,
             user_id=self.user_id,
             captured_at=datetime.now(timezone.utc),
             region=self.region,
-            content_type=mimetypes.guess_type(name)[0] if name else None,
+            content_type=content_type,
             image=data if inline else None,
-            image_uri=None if inline else self._upload(photo_id, data, Path(name).suffix),
+            image_uri=None if inline else self._upload(photo_id, data, suffix),
         )
         self.send_raw(photo_id, encode_record(event))
         return photo_id
@@ -93,7 +124,7 @@ class PredictionReader:
 
     def __init__(self, settings: Settings, from_beginning: bool = False, topic: str | None = None) -> None:
         self.topic = topic or settings.topic_predictions
-        self.consumer = Consumer(consumer_config(settings, group_id=f"fruits-reader-{uuid.uuid4().hex[:8]}"))
+        self.consumer = Consumer(consumer_config(settings, group_id=f"{READER_GROUP_PREFIX}{uuid.uuid4().hex[:8]}"))
         try:
             metadata = self.consumer.list_topics(self.topic, timeout=10)
         except KafkaException as exc:

@@ -20,7 +20,7 @@ from core.settings import Settings
 from tools.provision import ensure_buckets, ensure_topics
 from core.catalog import type_of
 from core.datasets import LabelledImages, list_images
-from training.defaults import EMPTY_SCENES, SYNTHETIC_PER_CLASS
+from training.defaults import AUGMENTED_COPIES, EMPTY_SCENES, SYNTHETIC_PER_CLASS
 from training.trainer import TrainingData, train
 
 
@@ -61,6 +61,7 @@ def prepare(settings: Settings, data: Path) -> str:
             grocerystore=GROCERYSTORE_SAMPLE if GROCERYSTORE_SAMPLE.is_dir() else None,
             synthetic_per_class=SYNTHETIC_PER_CLASS,
             empty_scenes=EMPTY_SCENES,
+            augmented_copies=AUGMENTED_COPIES,
         )
         print(f"{why}: training on {training.describe()} first")
         # The labelled features go to the lake: the streaming PCA retrains on them.
@@ -78,7 +79,9 @@ def labelled_photos(images: LabelledImages) -> tuple[list[tuple[str, Path]], dic
 
 
 def run_demo(settings: Settings, data: Path, limit: int | None, rate: float) -> int:
-    print(f"model bundle: {prepare(settings, data)}")
+    """Provisions and trains as ``admin``, sends photos and reads predictions as ``client``."""
+    print(f"model bundle: {prepare(settings.acting_as('admin'), data)}")
+    settings = settings.acting_as("client")
     photos, label_of = labelled_photos(spread(list_images(data / "Test"), limit))
 
     print("starting the five services …")

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.kafka import client_config, metadata_problem
 from core.limits import size_limits
 from core.settings import Settings
 
@@ -116,7 +117,7 @@ def plan_topics(settings: Settings, broker_count: int, existing: Collection[str]
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the pipeline's topics that are missing; return the names created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(settings))
     try:
         metadata = admin.list_topics(timeout=10)
     except KafkaException as exc:
@@ -140,7 +141,9 @@ def s3_admin_client(settings: Settings) -> Any:
 
 
 def ensure_buckets(settings: Settings) -> list[str]:
-    """Create the model, region and lake buckets that are missing; return the names created."""
+    """Create the model, region and lake buckets that are missing, each encrypting what it
+    stores by default as FRUITS_S3_SSE says (for writers that do not ask: pyarrow, aws s3 cp);
+    return the names created."""
     s3 = s3_admin_client(settings)
     existing = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
     wanted = dict.fromkeys([settings.model_bucket, *settings.region_buckets.values(), settings.lake_bucket])
@@ -153,7 +156,19 @@ def ensure_buckets(settings: Settings) -> list[str]:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
                 raise ProvisionError(f"cannot create bucket {bucket}: {exc}") from exc
+        if encryption := default_encryption(settings):
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=encryption)
     return missing
+
+
+def default_encryption(settings: Settings) -> dict[str, Any] | None:
+    """A bucket's default encryption under FRUITS_S3_SSE (None when it is empty)."""
+    if not settings.s3_sse:
+        return None
+    default = {"SSEAlgorithm": settings.s3_sse}
+    if settings.s3_sse == "aws:kms" and settings.s3_sse_kms_key_id:
+        default["KMSMasterKeyID"] = settings.s3_sse_kms_key_id
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": default}]}
 
 
 # --- Readiness of the configured servers (None once they answer, else why not) ---------------
@@ -161,12 +176,8 @@ def ensure_buckets(settings: Settings) -> list[str]:
 
 def kafka_problem(settings: Settings) -> str | None:
     # librdkafka would log every refused connection while a broker boots; the error is returned instead.
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, "log_level": 2})
-    try:
-        admin.list_topics(timeout=2)
-    except KafkaException as exc:
-        return str(exc)
-    return None
+    error = metadata_problem(settings, timeout=2)
+    return None if error is None else error.str()
 
 
 def s3_problem(settings: Settings) -> str | None:

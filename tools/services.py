@@ -68,7 +68,15 @@ def start_service(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / (f"{name}.log" if not slot else f"{name}-{slot}.log")
     port = STAGE_PORTS[name] + port_offset + SLOT_PORT_STEP * (slot or 0)
-    child_env = {**os.environ, **(env or {}), "FRUITS_METRICS_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    # Each service is itself on Kafka and S3 (its own credentials and rights), whatever
+    # identity the starting process has.
+    child_env = {
+        **os.environ,
+        "FRUITS_IDENTITY": name,
+        **(env or {}),
+        "FRUITS_METRICS_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
     if slot is not None:
         child_env["FRUITS_INSTANCE_ID"] = str(slot)
     # Parsed as Settings parses it, without reading the rest of the environment.

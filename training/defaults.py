@@ -8,3 +8,5 @@ set they cost 0.5–1.5 points in cross-validation (they help only types without
 MODEL_CARD.md); `fruits train --synthetic-per-class N` adds them."""
 EMPTY_SCENES = 300
 """Scenes without fruit, trained as 'not ours'."""
+AUGMENTED_COPIES = 0
+"""Augmented copies (crop, mirror, colour jitter) of each GroceryStore photo."""

@@ -256,3 +256,23 @@ def empty_scene(rng: np.random.Generator, backgrounds: Sequence[Image.Image], si
 
 
 __all__ = ["fruit_cutout", "generated_texture", "photo_background", "synthetic_photo", "empty_scene"]
+
+
+def augmented_photo(rng: np.random.Generator, photo: Image.Image) -> Image.Image:
+    """A training copy of a real photo, as the featurizer was fine-tuned on (MODEL_CARD.md):
+    a crop of 70–100 % of its area (aspect 3/4–4/3), a mirror half the time, and brightness,
+    contrast and saturation each scaled by 0.75–1.25."""
+    width, height = photo.size
+    for _ in range(10):  # a crop that fits: almost always the first draw
+        area = width * height * rng.uniform(0.7, 1.0)
+        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        crop_w, crop_h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if crop_w <= width and crop_h <= height:
+            left, top = rng.integers(0, width - crop_w + 1), rng.integers(0, height - crop_h + 1)
+            photo = photo.crop((left, top, left + crop_w, top + crop_h))
+            break
+    if rng.random() < 0.5:
+        photo = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        photo = enhancer(photo).enhance(rng.uniform(0.75, 1.25))
+    return photo

@@ -11,6 +11,9 @@ The training set joins up to four sources (``TrainingData``):
   pasted several at a time on blurred crops of GroceryStore photos or generated textures,
   jittered, blurred, JPEG-compressed; deterministic with the seed; never written to disk.
 - **Empty scenes** (``NOT_OURS``): the same backgrounds without fruit.
+- **Augmented copies** of the GroceryStore photos (``synthetic.augmented_photo``: crop, mirror,
+  colour jitter; deterministic with the seed): trained on, never scored or calibrated on
+  (``core.recipe``).
 
 Every image goes through the services' preprocess and ONNX featurizer; the PCA comes from
 mergeable statistics (k = fewest components reaching the explained-variance target); the
@@ -42,7 +45,9 @@ from core.featurizer import Featurizer
 from core.imaging import preprocess
 from core.manifest import Manifest, TrainedOn
 from core.model import NOT_OURS, ModelBundle, PcaStats, new_version
-from core.recipe import EMPTY_SCENE, GROCERYSTORE, RECIPE, SYNTHETIC, Recipe, TrainingRows, fit_calibrated
+from core.recipe import (
+    AUGMENTED, COPY_MARK, EMPTY_SCENE, GROCERYSTORE, RECIPE, SYNTHETIC, Recipe, TrainingRows, fit_calibrated,
+)
 from training import synthetic
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ class TrainingData:
     """Synthetic photos per Fruits-360 class (0: none)."""
     empty_scenes: int = 0
     """Scenes without fruit, as ``NOT_OURS`` examples (0: none)."""
+    augmented_copies: int = 0
+    """Augmented copies of each GroceryStore photo (0: none)."""
     per_class: int | None = None
     """At most this many Fruits-360 images per class (quick runs)."""
     seed: int = 0
@@ -76,6 +83,8 @@ class TrainingData:
         parts = [str(self.fruits360)]
         if self.grocerystore is not None:
             parts.append(str(self.grocerystore))
+            if self.augmented_copies:
+                parts.append(f"{self.augmented_copies} augmented copies per photo (seed {self.seed})")
         if self.synthetic_per_class:
             parts.append(f"{self.synthetic_per_class} synthetic photos per class (seed {self.seed})")
         if self.empty_scenes:
@@ -114,6 +123,22 @@ def grocerystore_images(split: Path) -> TrainingImages:
         raise ValueError(f"no images in {split}")
     rows = TrainingRows(labels, types, [GROCERYSTORE] * len(paths), [str(p) for p in paths])
     return TrainingImages([p.read_bytes for p in paths], rows)
+
+
+def augmented_copies(photos: TrainingImages, copies: int, seed: int) -> TrainingImages:
+    """``copies`` augmented copies of each photo; copy k of photo i is made from its own random
+    generator (seed, i, k), whatever order or thread makes it."""
+    images: list[ImageSource] = []
+    rows = photos.rows
+    labels, types, sources = [], [], []
+    for index, (image, label, fruit_type, source) in enumerate(zip(photos.images, rows.labels, rows.types, rows.sources)):
+        for copy in range(copies):
+            images.append(lambda read=image, i=index, k=copy: _jpeg(synthetic.augmented_photo(
+                np.random.default_rng([seed, i, k]), Image.open(io.BytesIO(read())).convert("RGB")), quality=95))  # fmt: skip
+            labels.append(label)
+            types.append(fruit_type)
+            sources.append(f"{source}{COPY_MARK}{copy}")
+    return TrainingImages(images, TrainingRows(labels, types, [AUGMENTED] * len(labels), sources))
 
 
 def synthetic_images(data: TrainingData, backgrounds: Sequence[Path]) -> TrainingImages:
@@ -177,9 +202,9 @@ class _OpenedOnUse(Sequence[Image.Image]):
         return Image.open(self.paths[index]).convert("RGB")
 
 
-def _jpeg(image: Image.Image) -> bytes:
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=90)
+    image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -189,6 +214,8 @@ def training_images(data: TrainingData) -> TrainingImages:
     if data.grocerystore is not None:
         photos = grocerystore_images(grocerystore_split(data.grocerystore))
         parts.append(photos)
+        if data.augmented_copies:
+            parts.append(augmented_copies(photos, data.augmented_copies, data.seed))
         backgrounds = [Path(s) for s in photos.rows.sources]
     if data.synthetic_per_class or data.empty_scenes:
         parts.append(synthetic_images(data, backgrounds))

@@ -32,5 +32,5 @@ def build_stage(settings: Settings) -> Stage[PreprocessedPhoto, PhotoFeatures]:
 
 
 if __name__ == "__main__":
-    settings = get_settings()
+    settings = get_settings().acting_as("featurize")
     run_stage(build_stage(settings), settings)

@@ -78,5 +78,5 @@ def build_stage(settings: Settings) -> Stage[PhotoEvent, IngestedPhoto]:
 
 
 if __name__ == "__main__":
-    settings = get_settings()
+    settings = get_settings().acting_as("ingest")
     run_stage(build_stage(settings), settings)

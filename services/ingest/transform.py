@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.errors import Reason, RecordError
-from core.imaging import inspect_image, strip_gps
+from core.imaging import inspect_image
+from core.metadata import strip_location
 from core.records import IngestedPhoto, PhotoEvent, PhotoRef
 from core.s3 import parse_s3_uri
 
@@ -131,9 +132,10 @@ def ingest_photo(
     policy: IngestPolicy,
     read_uri: Callable[[str, int], bytes],
 ) -> tuple[IngestedPhoto, Original]:
-    """Validate the event read at ``source``; return the IngestedPhoto record and the
-    GPS-free original to store in the bucket of the photo's region, unless ``new_originals``
-    finds it stored already. ``read_uri(uri, max_bytes)`` fetches images sent by reference."""
+    """Validate the event read at ``source``; return the IngestedPhoto record and the original,
+    without location metadata (``core.metadata.strip_location``: HEIC/HEIF/AVIF become JPEG), to
+    store in the bucket of the photo's region unless ``new_originals`` finds it stored already.
+    ``read_uri(uri, max_bytes)`` fetches images sent by reference."""
     bucket = check_fields(event, policy)
     if event.image_uri is not None:
         check_image_uri(event.image_uri, event.user_id, bucket, policy)
@@ -143,9 +145,13 @@ def ingest_photo(
             Reason.IMAGE_TOO_LARGE, f"{len(data):,} bytes exceeds the limit of {policy.max_image_bytes:,}"
         )
     info = inspect_image(data, policy.max_image_pixels)
-    stripped = strip_gps(data, info.content_type)
+    stored = strip_location(data, info.content_type)
+    if len(stored.data) > policy.max_image_bytes:  # a re-encoded HEIC/AVIF may outgrow the original
+        raise RecordError(
+            Reason.IMAGE_TOO_LARGE, f"{len(stored.data):,} bytes as JPEG exceeds the limit of {policy.max_image_bytes:,}"
+        )
     key = original_key(event.user_id, event.photo_id)
-    original = Original(bucket, key, stripped, info.content_type, hashlib.sha256(stripped).hexdigest(), source)
+    original = Original(bucket, key, stored.data, stored.content_type, hashlib.sha256(stored.data).hexdigest(), source)
     record = IngestedPhoto(
         photo=PhotoRef(
             photo_id=event.photo_id,
@@ -155,10 +161,10 @@ def ingest_photo(
             region=event.region,
             original_uri=f"s3://{bucket}/{key}",
         ),
-        content_type=info.content_type,
+        content_type=stored.content_type,
         width=info.width,
         height=info.height,
         sha256=original.sha256,
-        image=stripped if len(stripped) <= policy.max_inline_image_bytes else None,
+        image=stored.data if len(stored.data) <= policy.max_inline_image_bytes else None,
     )
     return record, original

@@ -40,5 +40,5 @@ def build_stage(settings: Settings) -> Stage[ReducedFeatures, Prediction]:
 
 
 if __name__ == "__main__":
-    settings = get_settings()
+    settings = get_settings().acting_as("predict")
     run_stage(build_stage(settings), settings)

@@ -25,5 +25,5 @@ def build_stage(settings: Settings) -> Stage[IngestedPhoto, PreprocessedPhoto]:
 
 
 if __name__ == "__main__":
-    settings = get_settings()
+    settings = get_settings().acting_as("preprocess")
     run_stage(build_stage(settings), settings)

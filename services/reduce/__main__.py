@@ -33,5 +33,5 @@ def build_stage(settings: Settings) -> Stage[PhotoFeatures, ReducedFeatures]:
 
 
 if __name__ == "__main__":
-    settings = get_settings()
+    settings = get_settings().acting_as("reduce")
     run_stage(build_stage(settings), settings)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration import as_identity
 from tools.client import PhotoSender, new_photo_id
 from tools.roundtrip import round_trip
 from core.metrics import STAGE_PORTS
@@ -40,7 +41,8 @@ BAD_PHOTOS = 3
 
 @pytest.fixture(scope="module")
 def settings(trained: Settings) -> Settings:
-    return trained
+    """The tests send photos and read predictions as the ``client`` identity."""
+    return as_identity(trained, "client")
 
 
 @pytest.fixture(scope="module")

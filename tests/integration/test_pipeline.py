@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
-from core.records import Prediction, decode_record
+from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from tools.client import PhotoSender, PredictionReader, new_photo_id
 from tools.roundtrip import round_trip
 from core.settings import PIPELINE_SERVICES as SERVICES
@@ -22,6 +22,7 @@ from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings
 from core.datasets import list_images
 from tests import images
+from tests.integration import as_identity
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +32,14 @@ METRICS_PORT_OFFSET = 100  # leaves the default ports to a demo running beside t
 
 @pytest.fixture(scope="module")
 def settings(trained: Settings) -> Settings:
+    """As admin: the operator who checks originals and dead letters."""
     return trained
+
+
+@pytest.fixture(scope="module")
+def client(trained: Settings) -> Settings:
+    """As ``client``: who sends photos and reads predictions (tools.client)."""
+    return as_identity(trained, "client")
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +51,9 @@ def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
         assert service.process.returncode == 0, f"{service.name} did not stop cleanly: {service.log_path}"
 
 
-def test_photo_from_cli_gets_exactly_one_right_prediction(settings, services):
+def test_photo_from_cli_gets_exactly_one_right_prediction(settings, client, services):
     photo = sorted((DATA / "Test" / "Banana 1").iterdir())[0]
-    reader = PredictionReader(settings)
+    reader = PredictionReader(client)
     try:
         produced = subprocess.run(
             [sys.executable, "-m", "tools.cli", "produce", "--print-ids", "--quiet", str(photo)],
@@ -80,7 +88,7 @@ FOREIGN_RECORD = avro_type(DEAD_LETTER).encode(
 )
 
 
-def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, services):
+def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, client, services):
     good_photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1", "Strawberry 1")]
     bad = {
         "corrupt_jpeg": (images.corrupt_jpeg(), "undecodable_image"),
@@ -89,14 +97,19 @@ def test_bad_inputs_are_dead_lettered_and_good_ones_still_predicted(settings, se
         "pdf": (images.PDF, "unsupported_type"),
         "huge_png": (images.huge_png(), "image_too_large"),
     }
-    predictions = PredictionReader(settings)
-    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
-    sender = PhotoSender(settings)
+    predictions = PredictionReader(client)
+    dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)  # admin's alone
+    sender = PhotoSender(client)
     try:
         expected_dead: dict[str, str] = {}
         good_ids = [sender.send_file(good_photos[0])]
         for name, (data, reason) in bad.items():
-            expected_dead[sender.send_bytes(data, f"{name}-{new_photo_id()[:8]}", name)] = reason
+            # As another producer would send them: our own client refuses what it cannot strip.
+            photo_id = f"{name}-{new_photo_id()[:8]}"
+            sender.send_raw(photo_id, encode_record(PhotoEvent(
+                photo_id=photo_id, user_id="u", captured_at=datetime.now(timezone.utc), region="eu",
+                content_type=None, image=data, image_uri=None)))  # fmt: skip
+            expected_dead[photo_id] = reason
             if name == "pdf":
                 good_ids.append(sender.send_file(good_photos[1]))
         foreign_id = f"foreign-{new_photo_id()[:8]}"
@@ -151,16 +164,16 @@ def collect(reader: PredictionReader, wanted: set[str], timeout: float = 60) -> 
     return got
 
 
-def test_users_cannot_reach_or_overwrite_each_others_photos(settings, services):
+def test_users_cannot_reach_or_overwrite_each_others_photos(settings, client, services):
     """Issue 9's findings: confused deputy through image_uri, global photo ids, no field limits."""
     photos = [sorted((DATA / "Test" / label).iterdir())[0] for label in ("Kiwi 1", "Lemon 1")]
-    alice, bob = PhotoSender(settings, "eu", "alice"), PhotoSender(settings, "eu", "bob")
-    client = s3_client(settings)
+    alice, bob = PhotoSender(client, "eu", "alice"), PhotoSender(client, "eu", "bob")  # a trusted producer
+    s3 = s3_client(settings)
     us_bucket = settings.region_buckets["us"]
     private = b"private model pointer " + new_photo_id().encode()
-    client.put_object(Bucket=us_bucket, Key="originals/carol/secret", Body=images.jpeg())
-    client.put_object(Bucket=settings.model_bucket, Key="private-probe.json", Body=private)
-    predictions = PredictionReader(settings)
+    s3.put_object(Bucket=us_bucket, Key="originals/carol/secret", Body=images.jpeg())
+    s3.put_object(Bucket=settings.model_bucket, Key="private-probe.json", Body=private)
+    predictions = PredictionReader(client)
     dead_letters = PredictionReader(settings, topic=settings.topic_dead_letter)
     try:
         shared_id = f"shared-{new_photo_id()[:8]}"
@@ -204,10 +217,10 @@ def test_users_cannot_reach_or_overwrite_each_others_photos(settings, services):
     users = [decode_record(Prediction, value).photo.user_id for value in later[shared_id]]
     assert users == ["bob"]
     eu = settings.region_buckets["eu"]
-    stored = {user: client.get_object(Bucket=eu, Key=f"originals/{user}/{shared_id}")["Body"].read()
+    stored = {user: s3.get_object(Bucket=eu, Key=f"originals/{user}/{shared_id}")["Body"].read()
               for user in ("alice", "bob")}
     assert stored == {"alice": photos[0].read_bytes(), "bob": photos[1].read_bytes()}
-    assert not client.list_objects_v2(Bucket=eu, Prefix="originals/alice/deputy-").get("KeyCount")
+    assert not s3.list_objects_v2(Bucket=eu, Prefix="originals/alice/deputy-").get("KeyCount")
 
 
 def restart(services: dict[str, ServiceProcess], name: str) -> None:
@@ -217,7 +230,7 @@ def restart(services: dict[str, ServiceProcess], name: str) -> None:
 
 
 @pytest.mark.parametrize("victim", SERVICES)
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, victim):
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(client, services, victim):
     test = list_images(DATA / "Test", per_class=1)
     photos = [(new_photo_id(), path) for path in test.paths]  # 141 photos, one per class
     killed = {}
@@ -229,7 +242,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(settings, services, vic
             killed["at"] = sent
             restart(services, victim)
 
-    result = round_trip(settings, photos, rate=60, timeout=60, on_sent=kill_when_half_sent)
+    result = round_trip(client, photos, rate=60, timeout=60, on_sent=kill_when_half_sent)
     assert killed, "the service was not killed"
     counts = Counter({photo_id: len(found) for photo_id, found in result.predictions.items()})
     assert result.missing() == [], f"{len(result.missing())} photos lost after killing {victim}"

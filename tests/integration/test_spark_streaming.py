@@ -32,9 +32,10 @@ from core.model import ModelBundle, ModelStore, PcaStats, new_version
 from tools.services import start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from tools.provision import ensure_buckets, ensure_topics
+from tools.stack import provision_servers
 from tools.stack.supervisor import free_port_block
 from core.model import fit_classifier
+from tests.integration import as_identity
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,10 @@ def synthetic_features(rng: np.random.Generator, labels: list[str], centres: np.
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings) -> Iterator[Settings]:
-    """Topics, model bucket and lake prefix of this module alone: nothing another test wrote is counted."""
+    """Topics, model bucket and lake prefix of this module alone: nothing another test wrote is counted.
+    Provisioned like `python -m tools.stack provision` does: the stack's identities get their rights
+    on the new model bucket (the job runs as ``spark``, the services as themselves); the test
+    itself sets up and inspects as ``admin``."""
     run = uuid.uuid4().hex[:6]
     overrides = {
         "FRUITS_TOPIC_FEATURES": f"sparktest-{run}.features",
@@ -72,9 +76,8 @@ def settings(stack: Settings) -> Iterator[Settings]:
         for name, value in overrides.items():
             env.setenv(name, value)
         get_settings.cache_clear()
-        settings = get_settings()
-        ensure_topics(settings)
-        ensure_buckets(settings)
+        settings = as_identity(get_settings(), "admin")
+        provision_servers(settings)  # topics, their ACLs, and the identities' rights on the new bucket
         yield settings
     get_settings.cache_clear()
 
@@ -140,15 +143,16 @@ def wait_for(what: str, condition, timeout: float, job: SparkJob | None = None, 
 
 
 def row_count(settings: Settings, table: str) -> int:
-    data = lake.read_table(settings, table, columns=["photo_id"])
+    data = lake.read_table(settings.acting_as("admin"), table, columns=["photo_id"])
     return 0 if data is None else data.num_rows
 
 
 def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: Path) -> None:
+    admin = settings.acting_as("admin")
     rng = np.random.default_rng(7)
     centres = rng.uniform(0, 3, (len(CLASSES), DIM))
     featurizer_id = model_id(settings.featurizer_path)
-    client = s3_client(settings)
+    client = s3_client(admin)
     store = ModelStore(client, settings.model_bucket)
 
     # The labelled training set and the first bundle, as `fruits train` makes them.
@@ -171,7 +175,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
     photo_ids = [f"spark-{uuid.uuid4().hex[:12]}" for _ in range(N)]
     label_of = dict(zip(photo_ids, labels))
     feature_type = avro_type(PHOTO_FEATURES)
-    producer = Producer(producer_config(settings, **{"enable.idempotence": True}))
+    # Playing the featurize service, which writes this topic.
+    producer = Producer(producer_config(as_identity(settings, "featurize"), **{"enable.idempotence": True}))
 
     def send(index: int) -> None:
         now = datetime.now(timezone.utc)
@@ -238,18 +243,18 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
 
     assert job.process is not None and job.process.returncode == 0, f"unclean stop:\n{job.log()[-3000:]}"
     for table in (lake.FEATURES, lake.REDUCED, lake.PREDICTIONS):
-        data = lake.read_table(settings, table).to_pylist()
+        data = lake.read_table(admin, table).to_pylist()
         assert len(data) == N, f"{table}: {len(data)} rows for {N} photos"
         assert sorted(row["photo_id"] for row in data) == sorted(photo_ids), table
         assert all(str(row["date"]) == str(row["received_at"])[:10] for row in data), "date: received_at's UTC day"
-    assert lake.read_table(settings, lake.REJECTED) is None
+    assert lake.read_table(admin, lake.REJECTED) is None
 
-    reduced = {row["photo_id"]: row for row in lake.read_table(settings, lake.REDUCED).to_pylist()}
+    reduced = {row["photo_id"]: row for row in lake.read_table(admin, lake.REDUCED).to_pylist()}
     later = photo_ids[half:]
     assert {reduced[p]["pca_version"] for p in later} == {v1}, "reduce did not switch to the streamed PCA"
     assert {len(reduced[p]["features"]) for p in later} == {manifest.pca.k}
 
-    predictions = {row["photo_id"]: row for row in lake.read_table(settings, lake.PREDICTIONS).to_pylist()}
+    predictions = {row["photo_id"]: row for row in lake.read_table(admin, lake.PREDICTIONS).to_pylist()}
     assert {predictions[p]["model_versions"]["classifier_version"] for p in later} == {v1}
     right = sum(predictions[p]["label"] == label_of[p] for p in later)
     assert right >= 0.9 * len(later), f"{right}/{len(later)} right with the streamed PCA's bundle"

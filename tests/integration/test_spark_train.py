@@ -18,6 +18,7 @@ from core.featurizer import Featurizer
 from core.model import ModelStore
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
+from tests.integration import as_identity
 from training.trainer import featurize_files
 
 pytestmark = pytest.mark.integration
@@ -28,11 +29,13 @@ CLASSES = ("Banana 1", "Kiwi 1", "Lemon 1")
 
 @pytest.fixture(scope="module")
 def settings(stack: Settings) -> Iterator[Settings]:
+    """As the ``spark`` identity: the Spark trainer needs no more than its rights (`fruits train`
+    runs it as ``admin``); S3A trusts the stack's CA through the JVM's truststore."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FRUITS_LAKE_PREFIX", f"sparktrain-{uuid.uuid4().hex[:6]}")
         env.setenv("FRUITS_SPARK_DRIVER_MEMORY", "1g")
         get_settings.cache_clear()
-        yield get_settings()
+        yield as_identity(get_settings(), "spark")
     get_settings.cache_clear()
     from pyspark.sql import SparkSession
 

@@ -1,4 +1,5 @@
-"""The local stack: provisioned topics and buckets, exactly-once Kafka, authenticated S3."""
+"""The local stack: provisioned topics and buckets, exactly-once Kafka, authenticated S3
+(what each identity may do there: test_s3_security.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from botocore.exceptions import ClientError
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
+from core.kafka import client_config
 from core.limits import size_limits
 from core.settings import PROJECT_ROOT, Settings
 from tools.provision import HOUR_MS, TopologyError, ensure_buckets, ensure_topics
@@ -29,11 +31,12 @@ def _topics(settings: Settings) -> list[str]:
 
 
 def _s3(settings: Settings, **override: str) -> Any:
-    return boto3.client("s3", **{**settings.s3_client_kwargs(), **override})
+    """A client of the admin identity (the one that provisions), with ``override``s."""
+    return boto3.client("s3", **{**settings.acting_as("admin").s3_client_kwargs(), **override})
 
 
 def test_topics_have_their_partitions_and_configs(stack: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack))
     metadata = admin.list_topics(timeout=10).topics
     limits = size_limits(stack)
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in _topics(stack)]
@@ -57,7 +60,7 @@ def test_the_stack_own_broker_gets_single_broker_topics(stack: Settings) -> None
 
 
 def test_the_broker_takes_a_dead_letter_of_the_largest_record(stack: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack))
     broker_id = next(iter(admin.list_topics(timeout=10).brokers))
     resource = ConfigResource(ResourceType.BROKER, str(broker_id))
     config = admin.describe_configs([resource])[resource].result(timeout=10)
@@ -65,34 +68,33 @@ def test_the_broker_takes_a_dead_letter_of_the_largest_record(stack: Settings) -
 
 
 def test_topics_that_the_cluster_cannot_replicate_are_refused(stack: Settings) -> None:
-    brokers = len(AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers}).list_topics(timeout=10).brokers)
+    brokers = len(AdminClient(client_config(stack)).list_topics(timeout=10).brokers)
     too_many = stack.model_copy(update={
         "topic_replication_factor": brokers + 1,
         "topic_photos": f"test.stack.refused.{uuid.uuid4().hex[:8]}",
     })  # fmt: skip
     with pytest.raises(TopologyError, match="FRUITS_TOPIC_REPLICATION_FACTOR"):
         ensure_topics(too_many)
-    assert too_many.topic_photos not in AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers}).list_topics(
+    assert too_many.topic_photos not in AdminClient(client_config(stack)).list_topics(
         timeout=10
     ).topics
 
 
 def test_provisioning_is_idempotent(stack: Settings) -> None:
     assert ensure_topics(stack) == []
-    assert ensure_buckets(stack) == []
+    assert ensure_buckets(stack.acting_as("admin")) == []
 
 
 def test_read_committed_consumer_sees_only_committed_transactions(stack: Settings) -> None:
     # A topic of its own, so no pipeline stage ever reads these records.
     topic = f"test.stack.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
     try:
-        producer = Producer({
-            "bootstrap.servers": stack.kafka_bootstrap_servers,
+        producer = Producer(client_config(stack, **{
             "transactional.id": f"test-stack-{uuid.uuid4()}",
             "message.max.bytes": size_limits(stack).record_bytes,
-        })  # fmt: skip
+        }))  # fmt: skip
         producer.init_transactions(30)
         producer.begin_transaction()
         producer.produce(topic, key=b"k", value=b"aborted")
@@ -104,13 +106,12 @@ def test_read_committed_consumer_sees_only_committed_transactions(stack: Setting
         producer.produce(topic, key=b"k", value=photo)
         producer.commit_transaction(30)
 
-        consumer = Consumer({
-            "bootstrap.servers": stack.kafka_bootstrap_servers,
+        consumer = Consumer(client_config(stack, **{
             "group.id": f"test-stack-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
-        })  # fmt: skip
+        }))  # fmt: skip
         consumer.subscribe([topic])
         values: list[bytes | None] = []
         deadline = time.monotonic() + 30
@@ -195,5 +196,5 @@ def test_provision_refuses_a_topology_the_cluster_cannot_hold(stack: Settings) -
     refused = _stack_command("provision", FRUITS_TOPIC_PHOTOS=topic, FRUITS_TOPIC_REPLICATION_FACTOR="9")
     assert refused.returncode == 1
     assert "FRUITS_TOPIC_REPLICATION_FACTOR=9" in refused.stderr and "broker" in refused.stderr
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack))
     assert topic not in admin.list_topics(timeout=10).topics

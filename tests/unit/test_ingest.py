@@ -146,3 +146,33 @@ def test_a_repeat_within_one_batch_counts_as_stored():
     outcomes = new_originals([first, replay, other_image, other_user], [None] * 4)
     assert outcomes[0] == first and outcomes[3] == other_user
     assert [outcome.reason for outcome in outcomes[1:3]] == ["duplicate_event", "duplicate_photo_id"]
+
+
+def test_phone_formats_are_stored_as_plain_jpegs_without_location():
+    import io
+
+    from PIL import Image
+
+    for data, size in [(images.located_heic(), (64, 64)), (images.located_avif(), (64, 32)),
+                       (images.located_mpo(), (64, 48)), (images.located_jpeg(), (64, 48))]:
+        record, original = ingest(event(image=data))
+        assert original.key == "originals/u/p-1" and original.content_type == "image/jpeg"
+        assert record.content_type == "image/jpeg" and (record.width, record.height) == size
+        stored = Image.open(io.BytesIO(original.data))
+        assert (stored.format, getattr(stored, "n_frames", 1), stored.size) == ("JPEG", 1, size)
+        assert [m for m in images.LOCATION_MARKERS + images.HEIC_MARKERS if m in original.data] == []
+        assert images.GPS_IFD not in stored.getexif()
+
+
+def test_a_reencoded_photo_over_the_byte_limit_is_refused():
+    import io
+
+    out = io.BytesIO()
+    images.noise(64, 64).save(out, format="AVIF", quality=20)  # noise: a small AVIF, a big JPEG at quality 95
+    avif = out.getvalue()
+    tight = IngestPolicy(2 * len(avif), 5_000, 40_000_000, {"eu": "photos-eu"})
+    with pytest.raises(RecordError) as caught:
+        ingest(event(image=avif), tight)
+    assert caught.value.reason == "image_too_large" and "as JPEG" in str(caught.value)
+    roomy = IngestPolicy(100 * len(avif), 5_000, 40_000_000, {"eu": "photos-eu"})
+    assert ingest(event(image=avif), roomy)[1].content_type == "image/jpeg"

@@ -64,3 +64,29 @@ def test_a_refit_is_promoted_only_if_not_worse():
     assert not ok and "type_top1_accuracy 0.9000 < 0.9600" in why
     assert not_worse(Evaluation(), Evaluation(), 0.0)[0]  # nothing to compare: nothing is worse
     assert math.isnan(Evaluation().type_top1_accuracy)
+
+
+def test_augmented_copies_are_trained_on_but_never_answered_and_share_their_photos_fold():
+    from core.recipe import AUGMENTED, COPY_MARK, GROCERYSTORE, TrainingRows
+
+    photos = TrainingRows(["GS:Banana"] * 6 + [NOT_OURS] * 6, ["banana"] * 6 + [NOT_OURS] * 6,
+                          [GROCERYSTORE] * 12, [f"p{i}.jpg" for i in range(12)])  # fmt: skip
+    copies = TrainingRows(["GS:Banana"] * 2, ["banana"] * 2, [AUGMENTED] * 2, [f"p5.jpg{COPY_MARK}0", f"p0.jpg{COPY_MARK}1"])
+    data = (photos + copies).labelled(np.zeros((14, 2), np.float32))
+    assert data.copy_of.tolist() == [-1] * 12 + [5, 0]
+    assert data.originals().sum() == 12
+    with pytest.raises(ValueError, match="no photo"):
+        (photos + TrainingRows(["GS:Banana"], ["banana"], [AUGMENTED], [f"gone.jpg{COPY_MARK}0"])).labelled(
+            np.zeros((13, 2), np.float32))
+
+    # A copy far from its class would be misread if it were answered: validation must not count it.
+    base = clusters()
+    stray = np.array([[-4.0, 4.0]] * 30, np.float32)  # where NOT_OURS lives, labelled Banana 1
+    with_copies = Labelled(
+        np.concatenate([base.x, stray]), [*base.labels, *["Banana 1"] * 30], base.label_types,
+        np.concatenate([base.specimen, np.ones(30, bool)]),
+        np.concatenate([np.full(len(base.labels), -1), np.full(30, base.labels.index("Banana 1"))]),
+    )  # fmt: skip
+    _, _, plain = fit_calibrated(base, Recipe(folds=3))
+    _, _, validation = fit_calibrated(with_copies, Recipe(folds=3))
+    assert validation.images == plain.images and validation.typed == plain.typed

@@ -32,6 +32,12 @@ def test_preprocess_inline_and_by_reference():
     assert by_ref.shape == [S, S, 3] and by_ref.photo.original_uri == "s3://b/k.jpg"
 
 
+@pytest.mark.parametrize("make", [images.located_heic, images.located_avif, images.located_mpo])
+def test_preprocess_decodes_phone_formats(make):
+    out = preprocess_photo(IngestedPhoto(REF, "image/jpeg", 64, 64, "00" * 32, make()), read_original=None)
+    assert out.shape == [S, S, 3] and len(out.tensor) == S * S * 3
+
+
 def test_featurize_one_call_per_batch_and_bad_tensors_isolated():
     calls = []
 

@@ -1,8 +1,10 @@
 """The embedded local stack: one Kafka broker (``kafka_server``) and one SeaweedFS server
 (``seaweedfs_server``) on 127.0.0.1, run by the process ``supervisor`` and provisioned
-with the topics and buckets of the settings (``tools.provision``). A server given in the
-environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS, FRUITS_S3_ENDPOINT_URL) is an existing one:
-it is not started, only checked and provisioned. ``python -m tools.stack`` is its CLI.
+with the topics and buckets of the settings (``tools.provision``) by the ``admin``
+identity. A server given in the environment (FRUITS_KAFKA_BOOTSTRAP_SERVERS,
+FRUITS_S3_ENDPOINT_URL) is an existing one: it is not started, only checked and
+provisioned. ``python -m tools.stack`` is its CLI. The stack's secrets (``secrets``: a key
+pair per identity) and TLS files (``tls``) are made on first start, in the state dir.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import shutil
 import time
 
 from core.settings import Settings, get_settings
-from tools import provision
+from tools import kafka_acls, provision
 from tools.stack import kafka_server, seaweedfs_server
+from tools.stack.secrets import ensure_secrets
 from tools.stack.supervisor import ensure_running, log_file, our_pid, stop, wait_ready
+from tools.stack.tls import ensure_server_tls
 
 SERVERS = (kafka_server, seaweedfs_server)
 
@@ -30,18 +34,30 @@ def topology(settings: Settings) -> Settings:
     return provision.single_broker(settings) if embedded_kafka(settings) else settings
 
 
-def provision_servers(settings: Settings) -> Settings:
+def provision_servers(settings: Settings, acls: bool = True) -> Settings:
     """Create the missing topics and buckets on the configured servers (waiting a little for
-    them to answer), starting nothing; returns the settings the topics were created with."""
+    them to answer), starting nothing; with SASL also the ACLs (unless not ``acls``: a cluster
+    whose principals are not named after our identities), and the SCRAM users on the
+    embedded broker. Returns the settings the topics were created with, acting as admin."""
+    settings = settings.acting_as(kafka_acls.ADMIN)
     started = time.monotonic()
     wait_ready(settings, "kafka", provision.kafka_problem, None, started)
     wait_ready(settings, "s3", provision.s3_problem, None, started)
-    return _provision(settings)
+    return _provision(settings, acls)
 
 
-def _provision(settings: Settings) -> Settings:
+def _provision(settings: Settings, acls: bool = True) -> Settings:
     settings = topology(settings)
     print(f"kafka: topics created: {', '.join(provision.ensure_topics(settings)) or 'none (all exist)'}", flush=True)
+    if kafka_acls.secured(settings):
+        if embedded_kafka(settings):  # its users' passwords are the stack's secrets
+            passwords = {who: secret["kafka_password"] for who, secret in ensure_secrets(settings).items()}
+            del passwords[kafka_acls.ADMIN]  # made when the storage was formatted
+            print(f"kafka: SCRAM users: {', '.join(kafka_acls.ensure_users(settings, passwords))}", flush=True)
+        if acls:
+            print(f"kafka: ACLs created: {kafka_acls.ensure_acls(settings)} (`python -m tools.stack acls`)", flush=True)
+    if our_pid(settings, seaweedfs_server.NAME):  # its identities get their rights on these buckets first
+        seaweedfs_server.allow_buckets(settings)
     print(f"s3: buckets created: {', '.join(provision.ensure_buckets(settings)) or 'none (all exist)'}", flush=True)
     return settings
 
@@ -49,8 +65,11 @@ def _provision(settings: Settings) -> Settings:
 def start_stack(settings: Settings) -> Settings:
     """Start the local servers that are not running (skipping those given in the
     environment), wait until every server answers, then create topics and buckets.
-    Returns the settings the topics were created with (see ``topology``)."""
+    Returns the settings the topics were created with (see ``topology``), acting as admin."""
+    settings = settings.acting_as(kafka_acls.ADMIN)
     (settings.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    ensure_secrets(settings)
+    ensure_server_tls(settings)
     started = time.monotonic()
     # SeaweedFS first: it boots while Kafka's jars are fetched and its storage formatted.
     s3_pid = ensure_running(
@@ -73,7 +92,7 @@ def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None
     if seaweedfs_server.NAME in stopped:
         seaweedfs_server.remove_sockets(settings)
     if purge:  # only what the stack created, in case state_dir points somewhere shared
-        for sub in (*(server.NAME for server in SERVERS), "logs"):
+        for sub in (*(server.NAME for server in SERVERS), "logs", "secrets", "tls"):
             shutil.rmtree(settings.state_dir / sub, ignore_errors=True)
         if settings.state_dir.is_dir() and not any(settings.state_dir.iterdir()):
             settings.state_dir.rmdir()

@@ -60,9 +60,10 @@ def log_file(settings: Settings, name: str) -> Path:
 # --- Starting --------------------------------------------------------------------------------
 
 
-def spawn(settings: Settings, name: str, argv: list[str]) -> int:
+def spawn(settings: Settings, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     """Start ``argv`` as the server ``name``: its own session, output appended to its log,
-    working directory the state dir; its pid is written to its pid file and returned."""
+    working directory the state dir, environment ``env`` (default: ours); its pid is written
+    to its pid file and returned."""
     log_file(settings, name).parent.mkdir(parents=True, exist_ok=True)
     with log_file(settings, name).open("ab") as log:
         process = subprocess.Popen(
@@ -71,6 +72,7 @@ def spawn(settings: Settings, name: str, argv: list[str]) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=settings.state_dir,
+            env=env,
             start_new_session=True,  # outlives `up`; Ctrl-C in this terminal does not reach it
         )
     pid_file(settings, name).write_text(f"{process.pid}\n")
