@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from core.kafka import producer_config
 from core.records import DeadLetter, ModelVersions, PhotoEvent, PhotoRef, Prediction, encode_record
 from core.settings import PROJECT_ROOT, Settings, get_settings
+from tests.integration import as_identity
 from tools.deadletters import REPLAY_HEADER, read_topic
 from tools.provision import ensure_topics
 
@@ -32,7 +33,7 @@ def settings(stack: Settings) -> Iterator[Settings]:
         for name in ("PHOTOS", "PREDICTIONS", "DEAD_LETTER"):
             env.setenv(f"FRUITS_TOPIC_{name}", f"dltest-{run}.{name.lower()}")
         get_settings.cache_clear()
-        settings = get_settings()
+        settings = as_identity(get_settings(), "admin")  # the operator: dead letters are theirs alone
         ensure_topics(settings)
         yield settings
     get_settings.cache_clear()
