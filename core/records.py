@@ -174,8 +174,27 @@ class DeadLetter(Record):
     original_value: bytes | None = None
 
 
+@dataclass(frozen=True)
+class Feedback(Record):
+    """A user's verdict on the answer to their photo (from the HTTP gateway)."""
+
+    SCHEMA = "Feedback"
+
+    photo_id: str
+    user_id: str
+    region: str
+    original_uri: str
+    given_at: datetime
+    predicted_label: str
+    correct: bool
+    model_versions: ModelVersions
+    predicted_type: str | None = None
+    unsure: bool = False
+    corrected_type: str | None = None
+
+
 RECORD_TYPES: tuple[type[Record], ...] = (
-    PhotoEvent, IngestedPhoto, PreprocessedPhoto, PhotoFeatures, ReducedFeatures, Prediction, DeadLetter,
+    PhotoEvent, IngestedPhoto, PreprocessedPhoto, PhotoFeatures, ReducedFeatures, Prediction, DeadLetter, Feedback,
 )  # fmt: skip
 
 

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     """PCA-reduced vectors (ReducedFeatures)."""
     topic_predictions: str = "fruits.predictions"
     """Predictions for users (Prediction)."""
+    topic_feedback: str = "fruits.feedback"
+    """Users' verdicts on their answers, from the HTTP gateway (Feedback)."""
     topic_dead_letter: str = "fruits.dead-letter"
     """Records any stage could not process, with the reason (DeadLetter)."""
     instance_id: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")

@@ -89,7 +89,7 @@ def check_topology(settings: Settings, broker_count: int) -> None:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Every pipeline topic as the settings describe it: the data topics, then the dead-letter topic."""
+    """Every topic as the settings describe it: the data topics, the feedback topic, then the dead-letter topic."""
     limits = size_limits(settings)
 
     def spec(name: str, retention_hours: float, max_bytes: int) -> TopicSpec:
@@ -101,6 +101,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
     return [
         *(spec(name, settings.topic_retention_hours, limits.record_bytes) for name in settings.data_topics()),
+        spec(settings.topic_feedback, settings.topic_retention_hours, limits.record_bytes),
         spec(settings.topic_dead_letter, settings.dead_letter_retention_hours, limits.dead_letter_bytes),
     ]
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 def _topics(settings: Settings) -> list[str]:
-    return [*settings.data_topics(), settings.topic_dead_letter]
+    return [*settings.data_topics(), settings.topic_feedback, settings.topic_dead_letter]
 
 
 def _s3(settings: Settings, **override: str) -> Any:

@@ -26,7 +26,7 @@ def topology(**fields: object) -> Settings:
 def test_defaults_are_safe_for_a_real_cluster() -> None:
     settings = topology()
     specs = plan_topics(settings, broker_count=3)
-    assert [spec.name for spec in specs] == [*settings.data_topics(), settings.topic_dead_letter]
+    assert [spec.name for spec in specs] == [*settings.data_topics(), settings.topic_feedback, settings.topic_dead_letter]
     for spec in specs:
         assert spec.partitions == 3
         assert spec.replication_factor == 3
@@ -59,7 +59,7 @@ def test_only_missing_topics_are_planned() -> None:
     settings = topology()
     existing = {settings.topic_photos, settings.topic_dead_letter}
     planned = [spec.name for spec in plan_topics(settings, broker_count=3, existing=existing)]
-    assert planned == settings.data_topics()[1:]
+    assert planned == [*settings.data_topics()[1:], settings.topic_feedback]
 
 
 def test_nothing_to_create_is_never_refused() -> None:
