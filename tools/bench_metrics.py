@@ -29,7 +29,7 @@ from pathlib import Path
 
 from core import metrics
 from tools import FRUITS360_SAMPLE
-from tools.client import new_photo_id
+from core.photos import new_photo_id
 from tools.roundtrip import round_trip
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
 from core.settings import Settings, get_settings

@@ -40,7 +40,8 @@ def _json_default(value: Any) -> Any:
 
 def cmd_produce(args: argparse.Namespace) -> int:
     from core.datasets import image_files
-    from tools.client import LocationNotRemovable, PhotoSender
+    from core.photos import LocationNotRemovable
+    from tools.client import PhotoSender
     from core.kafka import check_reachable
 
     settings = get_settings().acting_as(CLIENT)

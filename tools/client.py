@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import mimetypes
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from core.errors import RecordError
-from core.imaging import sniff_content_type
 from core.kafka import consumer_config, poll_batch, producer_config
-from core.metadata import strip_location
-from core.records import PhotoEvent, Prediction, decode_record, encode_record
+from core.photos import new_photo_id, photo_event, without_location
+from core.records import Prediction, decode_record, encode_record
 from core.s3 import s3_client
 from core.settings import Settings
 
 READER_GROUP_PREFIX = "fruits-reader-"
 """Group ids of PredictionReader (a random suffix each; it never commits): ACLs name the prefix."""
-
-
-def new_photo_id() -> str:
-    return uuid.uuid4().hex
-
-
-class LocationNotRemovable(ValueError):
-    """A photo of a supported type whose location metadata cannot be removed (a corrupt file): not sent."""
-
-
-def without_location(data: bytes) -> tuple[bytes, str | None]:
-    """The photo and its content type as ingest will store it: without location metadata
-    (``core.metadata.strip_location``; HEIC/HEIF/AVIF become JPEG), so that our own events
-    never carry a location on the photos topic. Bytes that are not a photo of a supported type
-    are returned unchanged (type None): there is nothing we know how to strip, and ingest
-    rejects them. A supported photo whose location cannot be removed raises LocationNotRemovable."""
-    try:
-        content_type = sniff_content_type(data)
-    except RecordError:
-        return data, None
-    try:
-        stripped = strip_location(data, content_type)
-    except RecordError as exc:
-        raise LocationNotRemovable(f"not sent: cannot remove the location metadata of this {content_type} ({exc})") from exc
-    return stripped.data, stripped.content_type
 
 
 class PhotoSender:
@@ -62,30 +33,13 @@ class PhotoSender:
         self.failures: list[str] = []
         self._s3: Any = None
 
-    def _upload(self, photo_id: str, data: bytes, suffix: str) -> str:
-        if self._s3 is None:
-            self._s3 = s3_client(self.settings)
-        bucket = self.settings.region_buckets[self.region]
-        key = f"{self.settings.upload_prefix.format(user_id=self.user_id)}{photo_id}{suffix}"
-        self._s3.put_object(Bucket=bucket, Key=key, Body=data)
-        return f"s3://{bucket}/{key}"
-
     def send_bytes(self, data: bytes, photo_id: str | None = None, name: str = "") -> str:
         """Send a photo, without its location metadata (``without_location``)."""
         photo_id = photo_id or new_photo_id()
         data, content_type = without_location(data)
-        content_type = content_type or (mimetypes.guess_type(name)[0] if name else None)
-        inline = len(data) <= self.settings.max_inline_image_bytes
-        suffix = (mimetypes.guess_extension(content_type) if content_type else None) or Path(name).suffix
-        event = PhotoEvent(
-            photo_id=photo_id,
-            user_id=self.user_id,
-            captured_at=datetime.now(timezone.utc),
-            region=self.region,
-            content_type=content_type,
-            image=data if inline else None,
-            image_uri=None if inline else self._upload(photo_id, data, suffix),
-        )
+        if self._s3 is None and len(data) > self.settings.max_inline_image_bytes:
+            self._s3 = s3_client(self.settings)
+        event = photo_event(self.settings, self._s3, photo_id, self.user_id, self.region, data, content_type, name)
         self.send_raw(photo_id, encode_record(event))
         return photo_id
 

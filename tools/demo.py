@@ -8,7 +8,7 @@ from pathlib import Path
 from botocore.exceptions import BotoCoreError
 
 from tools import GROCERYSTORE_SAMPLE
-from tools.client import new_photo_id
+from core.photos import new_photo_id
 from tools.roundtrip import round_trip
 from core.featurizer import Featurizer
 from core.kafka import check_reachable

@@ -207,7 +207,7 @@ def offline_answers(settings: Settings, paths: Sequence[Path], bundle_version: s
 def pipeline_answers(settings: Settings, paths: Sequence[Path], rate: float | None) -> dict[Path, Answer]:
     """Answers of the running pipeline: each photo sent as a photo event, its prediction read back."""
     from core.kafka import check_reachable
-    from tools.client import new_photo_id
+    from core.photos import new_photo_id
     from tools.roundtrip import round_trip
 
     check_reachable(settings)

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from tests.integration import as_identity
-from tools.client import PhotoSender, new_photo_id
+from core.photos import new_photo_id
+from tools.client import PhotoSender
 from tools.roundtrip import round_trip
 from core.metrics import STAGE_PORTS
 from tools.stack.prometheus_server import prometheus_argv, query, ready

@@ -14,7 +14,8 @@ import pytest
 
 from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
 from core.records import PhotoEvent, Prediction, decode_record, encode_record
-from tools.client import PhotoSender, PredictionReader, new_photo_id
+from core.photos import new_photo_id
+from tools.client import PhotoSender, PredictionReader
 from tools.roundtrip import round_trip
 from core.settings import PIPELINE_SERVICES as SERVICES
 from tools.services import ServiceProcess, start_service, start_services, stop_services, wait_ready

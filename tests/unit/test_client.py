@@ -1,4 +1,4 @@
-"""`fruits produce` sends photos without location metadata (tools/client.py)."""
+"""`fruits produce` sends photos without location metadata (tools/client.py, core/photos.py)."""
 
 import io
 
@@ -10,7 +10,8 @@ from core.settings import Settings
 from tests import images
 from tests.unit.fakes import MemoryS3
 from tools import client
-from tools.client import PhotoSender, without_location
+from core.photos import without_location
+from tools.client import PhotoSender
 
 MARKERS = images.LOCATION_MARKERS + images.HEIC_MARKERS
 
