@@ -130,6 +130,27 @@ SPARK_ROWS_WRITTEN = Counter(
     "fruits_spark_rows_written_total", "Rows written to a lake table (a replayed micro-batch counts again).", ["table"]
 )
 
+GATEWAY_REQUESTS = Counter(
+    "fruits_gateway_requests_total",
+    "HTTP requests the gateway answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+GATEWAY_REQUEST_SECONDS = Histogram(
+    "fruits_gateway_request_seconds",
+    "Time to answer an HTTP request (an event stream: until its headers), by route template.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+GATEWAY_IN_FLIGHT = Gauge(
+    "fruits_gateway_in_flight", "Uploads the gateway is working on (bounded by FRUITS_GATEWAY_MAX_IN_FLIGHT)."
+)
+GATEWAY_SSE_CLIENTS = Gauge("fruits_gateway_sse_clients", "Open event streams (GET /v1/photos/{id}/events).")
+FEEDBACK = Counter(
+    "fruits_feedback_total",
+    "Users' verdicts on their answers, by predicted fruit type and verdict (right, wrong): agreement per type.",
+    ["fruit_type", "verdict"],
+)
+
 
 def serve_metrics(stage: str, port: int, host: str = "127.0.0.1") -> int:
     """Serve /metrics for this process on ``host:port`` (port 0 = the stage's default); returns the port."""

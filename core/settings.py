@@ -18,10 +18,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PIPELINE_SERVICES = ("ingest", "preprocess", "featurize", "reduce", "predict")
 """The five services, in the order a photo passes them (``python -m services.<name>``)."""
 
-IDENTITIES = (*PIPELINE_SERVICES, "spark", "client", "admin")
+IDENTITIES = (*PIPELINE_SERVICES, "spark", "gateway", "client", "admin")
 """Who a process is on Kafka and S3, each with its own credentials and rights: the five
-services, the Spark jobs, ``client`` (trusted producers: batch tools, the HTTP gateway) and
-``admin`` (provisioning; operators). The local stack makes a secret for each."""
+services, the Spark jobs, ``gateway`` (the HTTP gateway, ``python -m services.gateway``),
+``client`` (trusted producers: batch tools) and ``admin`` (provisioning; operators). The
+local stack makes a secret for each."""
 
 
 SASL_LOGIN_MODULES = {
@@ -229,6 +230,40 @@ class Settings(BaseSettings):
     not-ours unsure share are each at most this much below the current bundle's; else it is kept
     as a candidate (`fruits model promote`)."""
 
+    # --- HTTP gateway (python -m services.gateway) ------------------------------------
+    gateway_host: str = "127.0.0.1"
+    """Address the gateway listens on (0.0.0.0 in a container, behind a TLS-terminating proxy)."""
+    gateway_port: int = Field(default=18080, ge=0, le=65535)
+    """Port of the gateway (the API, the web page, /docs and /metrics)."""
+    gateway_database_url: str = ""
+    """SQLAlchemy URL of the gateway's store (users, their token hashes, their photo history);
+    empty = SQLite at FRUITS_STATE_DIR/gateway.db. Replicas share one database
+    (e.g. ``postgresql+psycopg://…``) so that any replica answers for any photo."""
+    gateway_default_region: str = "eu"
+    """Region of a user without a region of their own who sent no position (one of FRUITS_REGION_BUCKETS)."""
+    gateway_region_locations: dict[str, tuple[float, float]] = {
+        "eu": (50.11, 8.68),
+        "us": (39.04, -77.49),
+        "ap": (1.35, 103.82),
+    }
+    """Region → (latitude, longitude) of where its data is kept (JSON object): a user's position,
+    if sent, picks the nearest configured region; it is used for that choice only, never stored."""
+    gateway_uploads_per_minute: float = Field(default=30.0, gt=0)
+    """Photos one user may send per minute, on average (429 with Retry-After beyond) …"""
+    gateway_upload_burst: int = Field(default=20, ge=1)
+    """… and at once (the size of each user's token bucket)."""
+    gateway_max_in_flight: int = Field(default=64, ge=1)
+    """Uploads the gateway works on at once (read, stripped, stored, produced); one more is
+    answered 503 with Retry-After at once instead of waiting in a queue."""
+    gateway_token_cache_seconds: float = Field(default=30.0, ge=0)
+    """How long a verified API token is trusted without hashing its secret again (0: never
+    cached). The user is still looked up on each request: a deleted user's token fails at once."""
+    gateway_sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    """Interval of the keep-alive comments of a pending photo's event stream."""
+    gateway_predictions_lookback_hours: float = Field(default=24.0, gt=0)
+    """On start, the gateway reads the predictions topic from its oldest pending photo's time,
+    at most this far back (predictions that arrived while it was down), else from the end."""
+
     # --- Local stack --------------------------------------------------------------
     state_dir: Path = PROJECT_ROOT / ".stack"
     """Data, logs and pid files of the embedded local stack (`python -m tools.stack`)."""
@@ -242,6 +277,10 @@ class Settings(BaseSettings):
     """Port of this process's /metrics endpoint; 0 = the service's default port."""
     metrics_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """How often librdkafka reports a consumer's statistics, which update the consumer lag gauges."""
+
+    def gateway_database(self) -> str:
+        """The gateway store's SQLAlchemy URL (FRUITS_GATEWAY_DATABASE_URL, else SQLite in the state dir)."""
+        return self.gateway_database_url or f"sqlite:///{self.state_dir / 'gateway.db'}"
 
     def data_topics(self) -> list[str]:
         """The pipeline's topics, in stage order, without the dead-letter topic."""

@@ -12,6 +12,8 @@ nothing else (the broker runs with ``allow.everyone.if.no.acl.found=false``):
   output topic, the dead-letter topic and its transactional ids (prefix ``fruits-<service>-``,
   one per FRUITS_INSTANCE_ID);
 - ``spark``: Read the topics of the streaming job and its consumer groups (prefix ``fruits-spark-``);
+- ``gateway``: Write photos and feedback (with an idempotent producer); Read predictions and its
+  replicas' groups (prefix ``fruits-gateway-``: each replica reads every partition, no shared offsets);
 - ``client``: Write photos; Read predictions and its reader groups (prefix ``fruits-reader-``).
 
 Kafka implies Describe by Read and Write, which is all that metadata, offset look-ups and
@@ -39,6 +41,7 @@ from confluent_kafka.admin import (
 
 from core.kafka import client_config, stage_group_id, stage_transactional_id
 from core.settings import PIPELINE_SERVICES, Settings
+from services.gateway.predictions import GATEWAY_GROUP_PREFIX
 from spark.session import KAFKA_GROUP_ID_PREFIX
 from tools.client import READER_GROUP_PREFIX
 from tools.provision import ProvisionError
@@ -94,6 +97,12 @@ def rights(settings: Settings) -> dict[str, list[Grant]]:
     table["spark"] = [
         *(Grant(READ, TOPIC, topic) for topic in lake_topics(settings)),
         Grant(READ, GROUP, f"{KAFKA_GROUP_ID_PREFIX}-", prefixed=True),
+    ]
+    table["gateway"] = [
+        Grant(WRITE, TOPIC, settings.topic_photos),
+        Grant(WRITE, TOPIC, settings.topic_feedback),
+        Grant(READ, TOPIC, settings.topic_predictions),
+        Grant(READ, GROUP, GATEWAY_GROUP_PREFIX, prefixed=True),
     ]
     table["client"] = [
         Grant(WRITE, TOPIC, settings.topic_photos),

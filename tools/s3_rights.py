@@ -80,6 +80,8 @@ RIGHTS: dict[str, tuple[Grant, ...]] = {
         grant(Bucket.LAKE, Access.READ, Access.WRITE, Access.DELETE, Access.LIST),
         grant(Bucket.MODEL, Access.READ, Access.WRITE, Access.LIST),
     ),
+    # The HTTP gateway uploads users' large photos; `fruits users delete` erases as admin.
+    "gateway": (grant(Bucket.REGION, Access.WRITE, prefix="uploads/"),),
     # A trusted backend uploading on behalf of users: it cannot read back, nor write outside uploads/.
     "client": (grant(Bucket.REGION, Access.WRITE, prefix="uploads/"),),
     # Provisioning and operators (`fruits train`, `fruits model`): every right on the app's buckets, no other bucket.

@@ -157,6 +157,16 @@ def test_the_client_writes_photos_and_reads_predictions_only() -> None:
     assert granted(settings, "client", READ, GROUP) == {f"{READER_GROUP_PREFIX}*"}
 
 
+def test_the_gateway_writes_photos_and_feedback_and_reads_predictions_in_its_own_groups() -> None:
+    from services.gateway.predictions import GATEWAY_GROUP_PREFIX, gateway_group_id
+
+    settings = Settings()
+    assert granted(settings, "gateway", WRITE, TOPIC) == {settings.topic_photos, settings.topic_feedback}
+    assert granted(settings, "gateway", READ, TOPIC) == {settings.topic_predictions}
+    assert granted(settings, "gateway", READ, GROUP) == {f"{GATEWAY_GROUP_PREFIX}*"}
+    assert gateway_group_id().startswith(GATEWAY_GROUP_PREFIX) and gateway_group_id() != gateway_group_id()
+
+
 def test_only_admin_reads_the_dead_letters_and_every_identity_has_its_place() -> None:
     settings = Settings()
     table = rights(settings)

@@ -66,10 +66,10 @@ def test_who_may_write_what() -> None:
     }
     assert writers[Bucket.MODEL] == {"spark", "admin"}
     assert writers[Bucket.LAKE] == {"spark", "admin"}
-    assert writers[Bucket.REGION] == {"ingest", "client", "admin"}
+    assert writers[Bucket.REGION] == {"ingest", "gateway", "client", "admin"}
     region_writes = {i: g.prefix for i, grants in RIGHTS.items() for g in grants if g.bucket == Bucket.REGION
                      and Access.WRITE in g.access}  # fmt: skip
-    assert region_writes == {"ingest": "originals/", "client": "uploads/", "admin": ""}
+    assert region_writes == {"ingest": "originals/", "gateway": "uploads/", "client": "uploads/", "admin": ""}
     managers = {i for i, grants in RIGHTS.items() for g in grants if Access.MANAGE in g.access}
     assert managers == {"admin"}
 
