@@ -431,6 +431,62 @@ def add_dead_letters(commands: argparse._SubParsersAction) -> None:
     letters.set_defaults(func=cmd_dead_letters)
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from services.gateway.store import Store, UserExists
+    from tools.users import delete_user, what_stays
+
+    if args.action != "list" and not args.name:
+        print(f"fruits users {args.action}: error: name the user", file=sys.stderr)
+        return 2
+    # Deleting erases originals, which only admin may; adding and listing touch the store alone.
+    settings = get_settings().acting_as(OPERATOR)
+    store = Store(settings.gateway_database())
+    if args.action == "add":
+        if args.region is not None and args.region not in settings.region_buckets:
+            known = ", ".join(sorted(settings.region_buckets))
+            print(f"fruits users: error: unknown region {args.region!r} (configured: {known})", file=sys.stderr)
+            return 2
+        try:
+            user, token = store.add_user(args.name, args.region)
+        except UserExists as exc:
+            print(f"fruits users: error: {exc}", file=sys.stderr)
+            return 1
+        print(token)
+        print(
+            f"user {user.name} added (id {user.user_id}, region {user.region or 'by position or default'}); "
+            "the token above is shown once: the gateway keeps only its hash",
+            file=sys.stderr,
+        )
+    elif args.action == "list":
+        print(f"{'name':<24} {'user id':<20} {'region':<8} created")
+        for user in store.users():
+            print(f"{user.name:<24} {user.user_id:<20} {user.region or '—':<8} {user.created_at:%Y-%m-%d %H:%M:%S}Z")
+    else:
+        deleted = delete_user(settings, store, args.name)
+        if deleted is None:
+            print(f"fruits users: error: no user {args.name!r} (`fruits users list`)", file=sys.stderr)
+            return 1
+        objects = ", ".join(f"{count} in s3://{bucket}" for bucket, count in deleted.objects.items())
+        print(f"deleted user {args.name}: their token, {deleted.photos} photos of history, stored photos: {objects}")
+        print(what_stays(settings, deleted.user.user_id))
+    return 0
+
+
+def add_users(commands: argparse._SubParsersAction) -> None:
+    users = commands.add_parser(
+        "users",
+        help="the HTTP gateway's users and their API tokens",
+        description="add NAME: a new user; prints their API token once (only its hash is kept). list: the users. "
+        "delete NAME: removes their token, their photo history and their stored photos (uploads and originals in "
+        "every region bucket), and says what stays in the lake and on Kafka. The store: FRUITS_GATEWAY_DATABASE_URL "
+        "(default: SQLite in FRUITS_STATE_DIR).",
+    )
+    users.add_argument("action", choices=("add", "list", "delete"))
+    users.add_argument("name", nargs="?", help="the user (add, delete): 1 to 64 of a-z 0-9 . _ -")
+    users.add_argument("--region", help="add: keep this user's photos in REGION (default: by position, else the default)")
+    users.set_defaults(func=cmd_users)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fruits",
@@ -439,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo, add_dead_letters):
+    for add in (add_produce, add_consume, add_train, add_model, add_evaluate, add_demo, add_dead_letters, add_users):
         add(commands)
     services = commands.add_parser(
         "services",
