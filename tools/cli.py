@@ -208,7 +208,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    from tools.services import Supervisor, start_services, stop_services
+    from tools.services import GATEWAY, Supervisor, start_service, start_services, stop_services, wait_ready
 
     settings = get_settings()  # each service acts as itself (tools.services)
     log_dir = settings.state_dir / "logs"
@@ -219,6 +219,15 @@ def cmd_services(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.gateway:
+        try:
+            services[GATEWAY] = start_service(GATEWAY, log_dir)
+            wait_ready(services[GATEWAY])
+        except (RuntimeError, TimeoutError) as exc:
+            stop_services(services)
+            print(f"fruits services: error: the gateway did not start: {exc}", file=sys.stderr)
+            return 1
+        print(f"gateway on http://{settings.gateway_host}:{settings.gateway_port}/", file=sys.stderr)
     print(f"services running (logs in {log_dir}); one that exits is started again; Ctrl-C stops them", file=sys.stderr)
     supervisor = Supervisor(services, log_dir)
     try:
@@ -507,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--replicas", action="append", type=replicas_of, default=[], metavar="SERVICE=N",
         help="run N replicas of SERVICE (they share its partitions; repeatable), e.g. --replicas featurize=2",
     )  # fmt: skip
+    services.add_argument(
+        "--gateway", action="store_true", help="also run the HTTP gateway (python -m services.gateway), supervised too"
+    )
     services.set_defaults(func=cmd_services)
     return parser
 

@@ -1,5 +1,5 @@
-"""Starting, supervising and stopping the five services as child processes (`fruits
-services`, demo, bench, tests).
+"""Starting, supervising and stopping the five services, and the HTTP gateway, as child
+processes (`fruits services`, demo, bench, tests).
 
 Each process runs on a replica slot of its service (``FRUITS_INSTANCE_ID``, ``core.slots``):
 ``start_services`` gives replica N of a service slot N, and the ``Supervisor`` starts a
@@ -24,7 +24,7 @@ from pydantic import TypeAdapter
 
 from core.kafka import READY_MESSAGE
 from core.metrics import STAGE_PORTS
-from core.settings import PIPELINE_SERVICES
+from core.settings import PIPELINE_SERVICES, Settings
 from tools.stack.supervisor import busy_ports
 
 
@@ -54,6 +54,9 @@ class ServiceProcess:
         raise RuntimeError(f"no VmHWM for {self.name}")
 
 
+GATEWAY = "gateway"
+"""``python -m services.gateway``: started like a service; it serves /metrics and /healthz on its API port."""
+
 SLOT_PORT_STEP = 10
 """Replica N of a service serves /metrics on its port + N × this (featurize: 9103, 9113, …)."""
 MAX_REPLICAS = 10
@@ -64,10 +67,16 @@ def start_service(
     name: str, log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0, slot: int | None = None
 ) -> ServiceProcess:
     """Start ``python -m services.<name>`` on replica ``slot`` (None: the lowest free slot,
-    or FRUITS_INSTANCE_ID of the environment), its output appended to its log."""
+    or FRUITS_INSTANCE_ID of the environment), its output appended to its log. The gateway
+    listens on FRUITS_GATEWAY_PORT of ``env`` or the environment (``port_offset`` and ``slot``
+    do not apply to it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / (f"{name}.log" if not slot else f"{name}-{slot}.log")
-    port = STAGE_PORTS[name] + port_offset + SLOT_PORT_STEP * (slot or 0)
+    if name == GATEWAY:
+        given = (env or {}).get("FRUITS_GATEWAY_PORT") or os.environ.get("FRUITS_GATEWAY_PORT")
+        port = int(given or Settings.model_fields["gateway_port"].default)
+    else:
+        port = STAGE_PORTS[name] + port_offset + SLOT_PORT_STEP * (slot or 0)
     # Each service is itself on Kafka and S3 (its own credentials and rights), whatever
     # identity the starting process has.
     child_env = {
@@ -81,6 +90,7 @@ def start_service(
         child_env["FRUITS_INSTANCE_ID"] = str(slot)
     # Parsed as Settings parses it, without reading the rest of the environment.
     metrics_enabled = TypeAdapter(bool).validate_python(child_env.get("FRUITS_METRICS_ENABLED", "true"))
+    metrics_enabled = metrics_enabled or name == GATEWAY  # its API port answers /healthz anyway
     if metrics_enabled and busy_ports([port]):  # else wait_ready would take another process's /metrics for ours
         raise RuntimeError(f"{name}: metrics port {port} on 127.0.0.1 is in use by another process")
     with log_path.open("ab") as log:
@@ -105,15 +115,17 @@ def _is_ready(service: ServiceProcess) -> bool:
         with service.log_path.open("rb") as log:
             log.seek(service.log_offset)
             return (READY_MESSAGE % service.name).encode() in log.read()
+    path = "/healthz" if service.name == GATEWAY else "/metrics"  # the gateway: once it follows the predictions
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=1).read()
+        urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}{path}", timeout=1).read()
         return True
     except OSError:
         return False
 
 
 def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
-    """Wait until the service has checked Kafka is reachable (and serves /metrics if enabled)."""
+    """Wait until the service has checked Kafka is reachable (and serves /metrics if enabled;
+    the gateway: until its /healthz says it follows the predictions topic)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
