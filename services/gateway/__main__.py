@@ -5,6 +5,7 @@ open requests finished (event streams get a few seconds), queued records deliver
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ import uvicorn
 
 from core.kafka import check_reachable
 from core.s3 import s3_client
-from core.settings import get_settings
+from core.settings import MissingCredentials, get_settings
 from services.gateway.app import Gateway, create_app
 from services.gateway.predictions import PredictionFollower
 from services.gateway.producer import EventProducer
@@ -32,7 +33,11 @@ def main() -> None:
         raise SystemExit(
             f"FRUITS_GATEWAY_DEFAULT_REGION={settings.gateway_default_region!r} is not in FRUITS_REGION_BUCKETS"
         )
-    check_reachable(settings)
+    try:
+        check_reachable(settings)
+    except (ConnectionError, MissingCredentials) as exc:
+        log.critical("gateway: %s", exc)
+        raise SystemExit(1) from None
     store = Store(settings.gateway_database())
     producer = EventProducer(settings)
     clients: dict[str, Any] = {}
@@ -57,6 +62,9 @@ def main() -> None:
             producer.close()
             store.close()
 
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again under the handler it found:
+    # this one makes that a clean exit (status 0) instead of death by the signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         create_app(gateway, lifespan),
         host=settings.gateway_host,
