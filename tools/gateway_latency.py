@@ -29,7 +29,7 @@ from core.settings import PROJECT_ROOT, Settings, get_settings
 from services.gateway.store import Store
 from tools.client import PhotoSender, PredictionReader
 from tools.demo import percentile
-from tools.services import GATEWAY, start_service, start_services, stop_services, wait_ready
+from tools.services import GATEWAY, free_port_offset, start_service, start_services, stop_services, wait_ready
 from tools.users import delete_user
 
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360" / "Test"
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway", help="the gateway's URL (default: http://FRUITS_GATEWAY_HOST:FRUITS_GATEWAY_PORT)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"folder of labelled photos (default: {DATA})")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for one prediction (default: 60 s)")
-    parser.add_argument("--start", action="store_true", help="start the five services and the gateway for the run")
+    parser.add_argument(
+        "--start", action="store_true", help="start the five services and the gateway (on FRUITS_GATEWAY_PORT) for the run"
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.photos < 1 or args.rate <= 0:
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     running = {}
     try:
         if args.start:
-            running = start_services(settings.state_dir / "logs")
+            # Metrics ports clear of a demo's; the gateway on FRUITS_GATEWAY_PORT.
+            running = start_services(settings.state_dir / "logs", port_offset=free_port_offset(0))
             running[GATEWAY] = start_service(GATEWAY, settings.state_dir / "logs")
             wait_ready(running[GATEWAY])
         gateway = args.gateway or f"http://{settings.gateway_host}:{settings.gateway_port}"
