@@ -304,3 +304,23 @@ def test_docs_metrics_and_health_are_served_locally(api) -> None:
     assert 'fruits_gateway_requests_total{method="GET",route="/v1/me",status="200"}' in exposition
     assert "fruits_gateway_in_flight" in exposition and "fruits_gateway_sse_clients" in exposition
     assert api.get("/healthz").json() == {"status": "ok"}
+
+
+def test_the_predictions_reader_keeps_a_batch_through_a_database_outage(tmp_path) -> None:
+    from core.kafka import Backoff
+    from services.gateway.predictions import PredictionFollower
+
+    class FlakyStore:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def record_predictions(self, found):
+            self.calls += 1
+            if self.calls == 1:
+                raise OSError("database away")
+            return [photo_id for photo_id, _, _ in found]
+
+    store = FlakyStore()
+    follower = PredictionFollower(Settings(state_dir=tmp_path), store, lambda ids: None)  # type: ignore[arg-type]
+    batch = [("p1", {"label": "x"}, "s3://b/k")]
+    assert follower._store(batch, Backoff(0.01, 0.01)) == ["p1"] and store.calls == 2
