@@ -83,6 +83,7 @@ ALLOWED: list[tuple[str, Operation, Bucket, str]] = [
     ("spark", get, M, MODEL_KEY),
     ("spark", put, M, MODEL_KEY),  # it publishes bundles
     ("client", put, R, UPLOAD),
+    ("gateway", put, R, UPLOAD),  # users' large photos
     ("admin", put, R, ORIGINAL),
     ("admin", get, M, MODEL_KEY),
     ("admin", put, L, LAKE_KEY),
@@ -93,6 +94,10 @@ REFUSED: list[tuple[str, Operation, Bucket, str]] = [
     ("client", put, L, LAKE_KEY),
     ("client", get, R, UPLOAD),  # it cannot even read back what it uploaded
     ("client", list_, R, UPLOAD),
+    ("gateway", put, R, ORIGINAL),  # `fruits users delete` erases originals as admin, not the gateway
+    ("gateway", get, R, UPLOAD),
+    ("gateway", get, R, ORIGINAL),
+    ("gateway", put, M, MODEL_KEY),
     ("ingest", put, R, UPLOAD),
     ("ingest", get, M, MODEL_KEY),  # a photo event naming the model store is no way in
     ("ingest", get, L, LAKE_KEY),

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from pydantic import SecretStr
 
 from core.kafka import check_reachable, consumer_config, metadata_problem, producer_config, stage_transactional_id
-from core.settings import Settings
+from core.settings import IDENTITIES, Settings
 from tests.integration import as_identity
 from tools.client import PredictionReader
 from tools.kafka_acls import ADMIN, ensure_acls, secured
@@ -97,7 +97,12 @@ def test_a_client_that_does_not_trust_the_stack_ca_is_refused(settings: Settings
         ("ingest", "topic_photos", False),  # its own input
         ("featurize", "topic_features", True),
         ("featurize", "topic_predictions", False),
+        ("gateway", "topic_photos", True),
+        ("gateway", "topic_feedback", True),
+        ("gateway", "topic_predictions", False),
+        ("gateway", "topic_dead_letter", False),
         ("client", "topic_photos", True),
+        ("client", "topic_feedback", False),  # the gateway's
         ("client", "topic_predictions", False),
         ("client", "topic_dead_letter", False),
         ("spark", "topic_features", False),  # reads only
@@ -132,6 +137,8 @@ def test_a_service_uses_only_its_own_transactional_ids(settings: Settings, owner
     ("identity", "group", "topic", "allowed"),
     [
         ("client", "fruits-reader-sectest", "topic_predictions", True),
+        ("gateway", "fruits-gateway-sectest", "topic_predictions", True),
+        ("gateway", "fruits-reader-sectest", "topic_predictions", False),  # the client's groups
         ("client", "fruits-ingest", "topic_predictions", False),  # ingest's group
         ("ingest", "fruits-reader-sectest", "topic_photos", False),  # the client's groups
     ],
@@ -178,7 +185,7 @@ def test_the_broker_keeps_its_secrets_to_its_owner_and_out_of_its_log(stack: Set
         assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
     log = (stack.state_dir / "logs" / "kafka.log").read_text(errors="replace")
     passwords = _passwords(stack)
-    assert len(passwords) == 8 and "SASL_SSL" in log  # the log is the secured broker's
+    assert len(passwords) == len(IDENTITIES) and "SASL_SSL" in log  # the log is the secured broker's
     assert not [password for password in passwords if password in log]
 
 
