@@ -492,7 +492,9 @@ def add_users(commands: argparse._SubParsersAction) -> None:
     )
     users.add_argument("action", choices=("add", "list", "delete"))
     users.add_argument("name", nargs="?", help="the user (add, delete): 1 to 64 of a-z 0-9 . _ -")
-    users.add_argument("--region", help="add: keep this user's photos in REGION (default: by position, else the default)")
+    users.add_argument(
+        "--region", help="add: keep this user's photos in REGION (default: by their position, else the default)"
+    )
     users.set_defaults(func=cmd_users)
 
 

@@ -130,7 +130,9 @@ def measure(settings: Settings, gateway: str, photos: list[Path], rate: float, t
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.gateway_latency", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tools.gateway_latency",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--photos", type=int, default=40, help="photos sent each way (default: 40; one per class)")
     parser.add_argument("--rate", type=float, default=2.0, help="sends per second, both ways together (default: 2)")
@@ -138,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help=f"folder of labelled photos (default: {DATA})")
     parser.add_argument("--timeout", type=float, default=60.0, help="longest wait for one prediction (default: 60 s)")
     parser.add_argument(
-        "--start", action="store_true", help="start the five services and the gateway (on FRUITS_GATEWAY_PORT) for the run"
+        "--start",
+        action="store_true",
+        help="start the five services and the gateway (on FRUITS_GATEWAY_PORT) for the run",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)

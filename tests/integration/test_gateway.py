@@ -1,7 +1,8 @@
 """The HTTP gateway on the real stack: the gateway process, the five services, Kafka and
 SeaweedFS. Its limits (401, 413, 415, 429), users' photos kept apart (404), a prediction over
-Server-Sent Events, feedback on fruits.feedback, 100 concurrent uploads from 10 users each
-answered with exactly one prediction, and `fruits users delete`."""
+Server-Sent Events from another replica than the one sent to, feedback on fruits.feedback,
+100 concurrent uploads from 10 users each answered with exactly one prediction, and
+`fruits users delete`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from core.datasets import list_images
-from core.records import Feedback, Prediction, decode_record
+from core.records import Feedback, decode_record
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings
 from services.gateway.store import Store
@@ -52,9 +55,9 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'gateway.db'}"
 
 
-@pytest.fixture(scope="module")
-def gateway(services, database: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The gateway's base URL; it is stopped with SIGTERM and must exit cleanly."""
+@contextmanager
+def running_gateway(database: str, log_dir: Path) -> Iterator[str]:
+    """A gateway replica on the store ``database``: its base URL; stopped with SIGTERM, it must exit cleanly."""
     port = free_port_block(1)
     env = {
         "FRUITS_GATEWAY_PORT": str(port),
@@ -65,7 +68,7 @@ def gateway(services, database: str, tmp_path_factory: pytest.TempPathFactory) -
         "FRUITS_GATEWAY_UPLOADS_PER_MINUTE": "1",  # no refill while a test counts
         "FRUITS_GATEWAY_MAX_IN_FLIGHT": "100",
     }
-    process = start_service(GATEWAY, tmp_path_factory.mktemp("gateway-logs"), env)
+    process = start_service(GATEWAY, log_dir, env)
     try:
         wait_ready(process, timeout=120)
         yield f"http://127.0.0.1:{port}"
@@ -74,6 +77,12 @@ def gateway(services, database: str, tmp_path_factory: pytest.TempPathFactory) -
         log = process.log_path.read_text()
         assert code == 0, f"the gateway did not stop cleanly ({code}): {log[-3000:]}"
         assert "access_token" not in log and "latitude" not in log, "a token or a position was logged"
+
+
+@pytest.fixture(scope="module")
+def gateway(services, database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_gateway(database, tmp_path_factory.mktemp("gateway-logs")) as url:
+        yield url
 
 
 def add_user(database: str, name: str) -> str:
@@ -132,12 +141,15 @@ def read_events(http: httpx.Client, photo_id: str, token: str) -> dict:
     raise AssertionError("the stream closed without a prediction")
 
 
-def test_a_prediction_over_sse_kept_from_others_and_feedback_on_its_topic(trained: Settings, gateway, database):
+def test_a_prediction_over_sse_kept_from_others_and_feedback_on_its_topic(
+    trained: Settings, gateway: str, database: str, tmp_path: Path
+) -> None:
+    """The photo is sent to one replica, its prediction streamed by another (sharing the store)."""
     alice, bob = add_user(database, "alice"), add_user(database, "bob")
     photo = sorted((DATA / "Test" / "Banana 1").iterdir())[0]
     feedback = PredictionReader(trained, topic=trained.topic_feedback)  # as admin, from the end
     try:
-        with httpx.Client(base_url=gateway, timeout=60) as http:
+        with running_gateway(database, tmp_path) as replica, httpx.Client(base_url=gateway, timeout=60) as http:
             answer = http.post("/v1/photos", content=photo.read_bytes(),
                                headers={**bearer(alice), "Content-Type": "image/jpeg"},
                                params={"latitude": 40.7, "longitude": -74.0})  # New York: us  # fmt: skip
@@ -147,7 +159,8 @@ def test_a_prediction_over_sse_kept_from_others_and_feedback_on_its_topic(traine
             assert http.get(f"/v1/photos/{photo_id}", headers=bearer(bob)).status_code == 404
             assert http.get(f"/v1/photos/{photo_id}/events", params={"access_token": bob}).status_code == 404
 
-            shown = read_events(http, photo_id, alice)
+            with httpx.Client(base_url=replica, timeout=60) as other:
+                shown = read_events(other, photo_id, alice)
             assert shown["status"] == "done" and shown["prediction"]["fruit_type"] == "banana"
             assert shown["region"] == "us" and shown["prediction"]["fruit"]["common_name"] == "Banana"
             assert http.get(f"/v1/photos/{photo_id}", headers=bearer(alice)).json()["prediction"] == shown["prediction"]

@@ -159,7 +159,8 @@ def test_no_token_a_malformed_one_or_a_wrong_one_is_401(api) -> None:
     assert api.get("/v1/me", headers=headers).json() == {"user": "alice", "region": None}
     token = headers["Authorization"].split()[1]
     wrong = token[:-2] + ("xy" if not token.endswith("xy") else "zz")
-    for bad in ({}, auth("nonsense"), auth(wrong), {"Authorization": f"Basic {token}"}, auth("0" * 16 + "." + "s" * 40)):
+    unknown_id = auth("0" * 16 + "." + "s" * 40)
+    for bad in ({}, auth("nonsense"), auth(wrong), {"Authorization": f"Basic {token}"}, unknown_id):
         answer = api.get("/v1/me", headers=bad)
         assert answer.status_code == 401 and answer.headers["WWW-Authenticate"] == "Bearer"
         assert answer.json()["detail"]
