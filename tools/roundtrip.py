@@ -33,6 +33,20 @@ class RoundTrip:
     def latencies(self) -> list[float]:
         return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at)
 
+    def startup_seconds(self) -> float | None:
+        """Time to the first prediction: from the first photo sent to the first prediction read
+        (the services' lazy start: models loaded, connections opened); None if none came."""
+        if not self.received_at:
+            return None
+        return min(self.received_at.values()) - min(self.sent_at.values())
+
+    def steady_latencies(self) -> list[float]:
+        """The latencies of the photos sent once the first prediction was read: without the start-up."""
+        if not self.received_at:
+            return []
+        warm = min(self.received_at.values())
+        return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at if self.sent_at[p] >= warm)
+
     def duplicates(self) -> int:
         return sum(len(found) - 1 for found in self.predictions.values() if len(found) > 1)
 

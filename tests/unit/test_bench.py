@@ -42,3 +42,12 @@ def test_round_trip_hop_seconds_include_the_wait_of_the_client():
     seconds = result.hop_seconds()
     assert seconds["ingest", "wait"] == [0.5, 0.5]
     assert seconds["client", "wait"] == [0.25, 0.75]
+
+
+def test_start_up_is_apart_from_the_latencies_of_the_photos_sent_after_it():
+    sent, received = {"a": 0.0, "b": 0.5, "c": 3.0, "d": 4.0}, {"a": 2.0, "b": 2.1, "c": 3.25, "d": 4.5}
+    result = RoundTrip(sent_at=sent, received_at=received)
+    assert result.startup_seconds() == 2.0
+    assert result.steady_latencies() == [0.25, 0.5]
+    assert RoundTrip(sent_at={"a": 0.0}).startup_seconds() is None
+    assert RoundTrip(sent_at={"a": 0.0}).steady_latencies() == []
