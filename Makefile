@@ -74,7 +74,7 @@ demo: up  ## train if needed, stream the sample's Test images through the five s
 train: up  ## train a new model bundle (Fruits-360 $(DATA), GroceryStore train, empty scenes) and make it current
 	$(VENV)/bin/fruits train $(DATA)
 
-train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER) on Fruits-360 only: upload $(DATA)'s images to the lake, train, publish
+train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER): pack the training set into Parquet on the lake (once), train, publish
 	$(VENV)/bin/fruits train --engine spark --upload $(DATA)
 
 spark-streaming: up  ## run the Spark streaming job (Parquet lake + live PCA updates) in the foreground
