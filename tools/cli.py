@@ -280,15 +280,15 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--no-grocerystore", action="store_true", help="train without the GroceryStore photos")
     train.add_argument(
         "--synthetic-per-class", type=non_negative_int, default=SYNTHETIC_PER_CLASS,
-        help=f"synthetic photos per Fruits-360 class (default: {SYNTHETIC_PER_CLASS}; local engine)",
+        help=f"synthetic photos per Fruits-360 class (default: {SYNTHETIC_PER_CLASS})",
     )  # fmt: skip
     train.add_argument(
         "--empty-scenes", type=non_negative_int, default=EMPTY_SCENES,
-        help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES}; local engine)",
+        help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES})",
     )  # fmt: skip
     train.add_argument(
         "--augmented-copies", type=non_negative_int, default=AUGMENTED_COPIES,
-        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES}; local engine)",
+        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES})",
     )  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos and augmented copies (default: 0)")
     train.add_argument(
