@@ -11,6 +11,10 @@ Each run measures, with the five services started once and warmed up:
   (``core.hops``: the wait before each stage, its processing, its produce, from the hop
   headers of the predictions; each stage's commit wait from its /metrics).
 
+With ``--profile``, py-spy samples each service (and nothing else) during the first full-load
+run and writes a flame graph per service to ``profiles/<time>/<service>.svg`` (git-ignored);
+py-spy's own CPU is not counted in the services', but its run's throughput shares the cores with it.
+
 The runs are repeated (``--repeats``, 3 by default); the table shows the median and the
 spread (min–max) of each figure, and the same figures, each run's too, are written as JSON
 to ``--results`` (git-ignored). The featurizer and the machine (cores, CPU model, load
@@ -23,10 +27,15 @@ import json
 import os
 import platform
 import resource
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +57,9 @@ from tools.stack import kafka_server, seaweedfs_server
 from tools.stack.supervisor import our_pid
 
 RESULTS_DIR = PROJECT_ROOT / "bench-results"
+PROFILES_DIR = PROJECT_ROOT / "profiles"
+PROFILE_RATE = 100
+"""py-spy's samples per second: enough for a flame graph, little enough for two shared cores."""
 PARTS = ("wait", "process", "produce", "commit")
 """The rows of a stage in the waterfall: the hop parts (``core.hops``) and its outputs' commit wait."""
 
@@ -140,10 +152,44 @@ class CpuMeter:
         return {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
 
 
+@contextmanager
+def profiled(services: dict[str, ServiceProcess], folder: Path | None) -> Iterator[None]:
+    """Sample each service with py-spy (non-blocking: it reads the process's memory without
+    pausing it) while the block runs, a flame graph per service in ``folder``; None: nothing."""
+    if folder is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise FileNotFoundError("py-spy not found: install the dev extra (`pip install py-spy`)")
+    folder.mkdir(parents=True, exist_ok=True)
+    recorders = [
+        subprocess.Popen(
+            [py_spy, "record", "--pid", str(service.process.pid), "--rate", str(PROFILE_RATE), "--nonblocking",
+             "--format", "flamegraph", "--output", str(folder / f"{key}.svg")],
+            stdout=subprocess.DEVNULL, stderr=(folder / f"{key}.log").open("wb"),
+        )
+        for key, service in services.items()
+    ]  # fmt: skip
+    try:
+        yield
+    finally:
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        for recorder in recorders:
+            recorder.wait(60)
+
+
 def one_run(
-    settings: Settings, services: dict[str, ServiceProcess], test: LabelledImages, photos: int, latency_seconds: float
+    settings: Settings,
+    services: dict[str, ServiceProcess],
+    test: LabelledImages,
+    photos: int,
+    latency_seconds: float,
+    profiles: Path | None = None,
 ) -> dict[str, float]:
-    """One measurement: the figures of the module docstring, flat (``name → value``)."""
+    """One measurement: the figures of the module docstring, flat (``name → value``); the
+    full-load run is profiled into ``profiles`` if given."""
     figures: dict[str, float] = {}
     alone, alone_cpu = featurizer_throughput(settings, spread(test, 1000).paths)
     figures["featurizer_alone_per_s"] = alone
@@ -151,7 +197,8 @@ def one_run(
 
     meter = CpuMeter(settings, services)
     cpu_before, scraped_before = meter.read(), {key: scrape(s) for key, s in services.items()}
-    full = round_trip(settings, labelled_photos(spread(test, photos))[0], progress="full load")
+    with profiled(services, profiles):
+        full = round_trip(settings, labelled_photos(spread(test, photos))[0], progress="full load")
     cpu_after, scraped_after = meter.read(), {key: scrape(s) for key, s in services.items()}
     done = len(full.predictions)
     end_to_end = done / (max(full.received_at.values()) - min(full.sent_at.values()))
@@ -247,6 +294,9 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of each half-load run")
     parser.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"folder of the JSON results ({RESULTS_DIR})")
+    parser.add_argument(
+        "--profile", action="store_true", help=f"flame graphs of each service in the first run (py-spy; {PROFILES_DIR})"
+    )
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -266,7 +316,10 @@ def main() -> int:
         round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # the JVM and the services
         for index in range(args.repeats):
             print(f"run {index + 1} of {args.repeats}")
-            runs.append(one_run(settings, services, test, args.photos, args.latency_seconds))
+            profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if args.profile and index == 0 else None
+            runs.append(one_run(settings, services, test, args.photos, args.latency_seconds, profiles))
+            if profiles is not None:
+                print(f"flame graphs: {profiles}")
         rss = {name: service.peak_rss_bytes() for name, service in services.items()}
     finally:
         stop_services(services)
