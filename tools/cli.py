@@ -130,10 +130,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.engine == "spark":
         from spark.train_job import train_with_spark  # needs the `spark` extra and `make spark-jars`
-        from training.packing import pack_training_data
+        from core.lake import packed_images_uri
+        from training.packing import is_packed, pack_training_data
 
         if args.upload:
             pack_training_data(settings, data, with_test=not args.no_evaluate)
+        elif not is_packed(settings, data):
+            raise SystemExit(
+                f"the training set packed in {packed_images_uri(settings, 'Training')} is not the one these options "
+                "describe (or there is none): pack it with --upload"
+            )
         bundle = train_with_spark(
             settings, min_explained_variance=args.min_explained_variance, evaluate=not args.no_evaluate
         )

@@ -127,6 +127,12 @@ def _delete_prefix(client: Any, bucket: str, prefix: str) -> None:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
 
 
+def is_packed(settings: Settings, data: TrainingData) -> bool:
+    """Whether the lake's packed Training split is the training set of ``data``."""
+    rows = training_images(data).rows  # lists the files: no image is read or made
+    return packed_contents(s3_client(settings), settings, "Training") == contents(data.describe(), rows, data.per_class)
+
+
 def pack_training_data(settings: Settings, data: TrainingData, with_test: bool) -> None:
     """Pack the training set of ``data`` as ``Training`` and, if ``with_test`` and there is one,
     the Fruits-360 Test split beside it as ``Test``."""

@@ -106,7 +106,7 @@ def test_spark_trainer_packs_featurizes_like_the_services_and_makes_the_local_tr
 
 
 def test_packing_again_packs_nothing_and_other_data_anew(settings, small_dataset):
-    from training.packing import pack_split, pack_training_data
+    from training.packing import is_packed, pack_split, pack_training_data
     from training.trainer import training_images
 
     packer = as_identity(settings, "admin")
@@ -114,6 +114,7 @@ def test_packing_again_packs_nothing_and_other_data_anew(settings, small_dataset
     same = training_images(TrainingData(small_dataset))
     assert not pack_split(packer, "Training", same.images, same.rows, TrainingData(small_dataset).describe())
     fewer = TrainingData(small_dataset, per_class=5)
+    assert is_packed(packer, TrainingData(small_dataset)) and not is_packed(packer, fewer)
     images = training_images(fewer)
     assert pack_split(packer, "Training", images.images, images.rows, fewer.describe(), fewer.per_class)
     packed = lake.read_table(packer, f"{lake.PACKED_IMAGES}/Training")
