@@ -94,7 +94,7 @@ evaluate: up  ## score the current bundle offline on GroceryStore val, $(DATA)/T
 	$(PY) -m tools.nonfruit .stack/eval --count 500
 	$(VENV)/bin/fruits evaluate --offline --json .stack/eval/report.json $(EVAL_DIRS)
 
-bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
+bench: up  ## median of 3 runs (JSON in bench-results/): end-to-end vs featurizer-alone throughput, CPU per record, hop waterfall at half load, peak RSS
 	$(PY) -m tools.bench --data $(DATA)
 
 bench-featurizers: setup  ## throughput of each ONNX featurizer in core/models, in one run, relative to MobileNetV2-100
