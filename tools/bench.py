@@ -52,7 +52,7 @@ from tools.bench_featurizers import images_per_second
 from tools.bench_metrics import process_cpu_seconds
 from tools.demo import labelled_photos, percentile, prepare, spread
 from tools.roundtrip import round_trip
-from tools.services import ServiceProcess, start_services, stop_services
+from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
 from tools.stack import kafka_server, seaweedfs_server
 from tools.stack.supervisor import our_pid
 
@@ -310,7 +310,8 @@ def main() -> int:
         + " ".join(f"{load:.2f}" for load in host["load_average_at_start"])
     )
     test = list_images(args.data / "Test")
-    services = start_services(settings.state_dir / "logs")
+    # Metrics ports clear of a demo's (or another bench's) on the same machine.
+    services = start_services(settings.state_dir / "logs", port_offset=free_port_offset(0))
     runs: list[dict[str, float]] = []
     try:
         round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # the JVM and the services
