@@ -5,6 +5,8 @@ output record (or a ``RecordError``), and the loop here does the rest, following
 confluent-kafka-python's exactly-once example: a transactional producer, a
 read_committed consumer without auto-commit, and per batch
 ``begin → produce outputs and dead letters → send_offsets_to_transaction → commit``.
+Each output carries its input's hop headers and the stage's own (``core.hops``: when it
+received, processed and produced the record); dead letters carry none.
 
 What can go wrong, and what the loop does (``StageRunner``; each branch has a unit test):
 
