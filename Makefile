@@ -74,7 +74,7 @@ demo: up  ## train if needed, stream the sample's Test images through the five s
 train: up  ## train a new model bundle (Fruits-360 $(DATA), GroceryStore train, empty scenes) and make it current
 	$(VENV)/bin/fruits train $(DATA)
 
-train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER) on Fruits-360 only: upload $(DATA)'s images to the lake, train, publish
+train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER): pack the training set into Parquet on the lake (once), train, publish
 	$(VENV)/bin/fruits train --engine spark --upload $(DATA)
 
 spark-streaming: up  ## run the Spark streaming job (Parquet lake + live PCA updates) in the foreground
@@ -94,7 +94,7 @@ evaluate: up  ## score the current bundle offline on GroceryStore val, $(DATA)/T
 	$(PY) -m tools.nonfruit .stack/eval --count 500
 	$(VENV)/bin/fruits evaluate --offline --json .stack/eval/report.json $(EVAL_DIRS)
 
-bench: up  ## featurizer-alone vs end-to-end throughput, latency at half load, peak RSS
+bench: up  ## median of 3 runs (JSON in bench-results/): end-to-end vs featurizer-alone throughput, CPU per record, hop waterfall at half load, peak RSS
 	$(PY) -m tools.bench --data $(DATA)
 
 bench-featurizers: setup  ## throughput of each ONNX featurizer in core/models, in one run, relative to MobileNetV2-100

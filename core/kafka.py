@@ -5,6 +5,8 @@ output record (or a ``RecordError``), and the loop here does the rest, following
 confluent-kafka-python's exactly-once example: a transactional producer, a
 read_committed consumer without auto-commit, and per batch
 ``begin → produce outputs and dead letters → send_offsets_to_transaction → commit``.
+Each output carries its input's hop headers and the stage's own (``core.hops``: when it
+received, processed and produced the record); dead letters carry none.
 
 What can go wrong, and what the loop does (``StageRunner``; each branch has a unit test):
 
@@ -37,7 +39,7 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from core import metrics
+from core import hops, metrics
 from core.errors import DependencyError, Reason, RecordError, dependency_error, map_valid
 from core.limits import DEAD_LETTER_MESSAGE_CHARS, check_size_limits, size_limits
 from core.records import DeadLetter, Record, decode_record, encode_record, photo_id_of
@@ -80,6 +82,9 @@ class Stage(Generic[In, Out]):
     on_start: Callable[[Callable[[], bool]], None] = field(default=lambda stop: None)
     """Readies the stage's resources (model, ...) before the first record; gets a
     ``stop()`` predicate so that a long wait still honours SIGTERM."""
+    observes_hops: bool = False
+    """Record the hop times of each output's whole path (``core.hops``) in the metrics: the
+    last stage does, where the path is complete."""
 
 
 def per_record(transform: Callable[[Received[In]], Out]) -> Callable[[list[Received[In]]], list[Out | RecordError]]:
@@ -401,6 +406,8 @@ class StageRunner(Generic[In, Out]):
         self.watchdog = watchdog
         self.batch: list[Message] = []
         """The records of the open transaction (empty when none is open)."""
+        self.produced_at: list[float] = []
+        """When each output of the open transaction was produced (Unix time): its commit wait."""
         self.in_transaction = False
         self.rebalanced = False
         """Set by the rebalance callbacks: what the current poll returned is not to be used."""
@@ -480,11 +487,13 @@ class StageRunner(Generic[In, Out]):
             self._call("commit_transaction", lambda: self.producer.commit_transaction(CALL_TIMEOUT_SECONDS))
             self.in_transaction = False
             self.metrics.transaction(len(self.batch), committed=True)
+            self.metrics.committed_outputs(self.produced_at, time.time())
             self.outage.reset()
         except _Redo as redo:
             self._redo(redo)
         finally:
             self.batch = []
+            self.produced_at = []
 
     def _redo(self, redo: _Redo) -> None:
         """Abort the open transaction (if the rebalance callback has not), rewind, and wait
@@ -665,10 +674,11 @@ class StageRunner(Generic[In, Out]):
     def _process(self, messages: list[Message]) -> None:
         """Decode and transform ``messages``; produce their outputs and dead letters."""
         stage = self.stage
-        started = time.perf_counter()
+        started, received_at = time.perf_counter(), time.time()
         received = [self._receive(msg) for msg in messages]
         self.metrics.consumed(len(messages))
         outcomes = self._outcomes(messages, received, self.settings.transform_attempts)
+        processed_at = time.time()
         produced = 0
         for msg, item, outcome in zip(messages, received, outcomes):
             if not isinstance(outcome, RecordError):
@@ -684,7 +694,13 @@ class StageRunner(Generic[In, Out]):
                 self._produce(self.settings.topic_dead_letter, msg.key(), encode_record(letter))
                 self.metrics.dead_letter(outcome.reason)
             else:
-                self._produce(stage.output_topic, msg.key(), encoded)
+                produced_at = time.time()
+                headers = hops.carried(msg.headers(), msg.timestamp()[1])
+                headers.append(hops.hop_header(hops.Hop(stage.name, received_at, processed_at, produced_at)))
+                self._produce(stage.output_topic, msg.key(), encoded, headers)
+                self.produced_at.append(produced_at)
+                if stage.observes_hops:
+                    self.metrics.hops(hops.hop_seconds(*hops.parse(headers)))
                 produced += 1
             self.producer.poll(0)
         self.metrics.processed(
@@ -732,10 +748,12 @@ class StageRunner(Generic[In, Out]):
             *self._outcomes(messages[half:], items[half:], tries if len(items) - half == 1 else 1),
         ]
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _produce(
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value)
+                self.producer.produce(topic, key=key, value=value, headers=headers)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it
                 self.producer.poll(0.5)

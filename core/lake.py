@@ -7,6 +7,7 @@ Layout, under ``s3://<lake bucket>/<lake prefix>/`` (see the README, "Spark")::
     predictions/date=YYYY-MM-DD/label=L/batch_id=N/part-*.parquet   Prediction + Kafka coordinates
     rejected/topic=T/date=YYYY-MM-DD/batch_id=N/part-*.parquet      records that did not decode, raw bytes
     training_features/version=V/part-*.parquet                      label, features, source, featurizer_id
+    training_images/<split>/part-*.parquet, _manifest.json          the Spark trainer's packed images
     _checkpoints/<query>/                                          the streaming job's checkpoints (+ PCA state)
 
 The streaming job writes the first four; both trainers write ``training_features``
@@ -33,6 +34,8 @@ PREDICTIONS = "predictions"
 REJECTED = "rejected"
 TRAINING_FEATURES = "training_features"
 CHECKPOINTS = "_checkpoints"
+PACKED_IMAGES = "training_images"
+PACKED_MANIFEST = "_manifest.json"
 READ_ATTEMPTS = 3
 
 
@@ -59,6 +62,34 @@ def checkpoint_root(settings: Settings) -> str:
 def training_features_uri(settings: Settings, version: str) -> str:
     """Where the labelled features of bundle ``version`` go: one Hive-style partition per bundle."""
     return lake_uri(settings, TRAINING_FEATURES, f"version={version}")
+
+
+def packed_images_uri(settings: Settings, split: str, scheme: str = "s3") -> str:
+    """Where a split's images are packed for the Spark trainer (``training.packing``)."""
+    return lake_uri(settings, PACKED_IMAGES, split, scheme=scheme)
+
+
+def packed_manifest_key(settings: Settings, split: str) -> str:
+    return lake_key(settings, PACKED_IMAGES, split, PACKED_MANIFEST)
+
+
+def packed_images_table(start: int, images: Sequence[bytes], rows: TrainingRows) -> Any:
+    """Images ``start …`` of a training set as an Arrow table: ``row`` (the image's position in
+    the set: the recipe's folds follow it), ``image`` (the encoded bytes), and ``label``,
+    ``type``, ``origin``, ``source`` of ``rows`` (``core.recipe.TrainingRows``)."""
+    import pyarrow as pa
+
+    end = start + len(images)
+    return pa.table(
+        {
+            "row": pa.array(range(start, end), pa.int64()),
+            "image": pa.array(images, pa.binary()),
+            "label": pa.array(rows.labels[start:end], pa.string()),
+            "type": pa.array(rows.types[start:end], pa.string()),
+            "origin": pa.array(rows.origins[start:end], pa.string()),
+            "source": pa.array(rows.sources[start:end], pa.string()),
+        }
+    )
 
 
 def training_features_table(features: np.ndarray, rows: TrainingRows, featurizer_id: str) -> Any:

@@ -73,6 +73,22 @@ STAGE_LATENCY_SECONDS = Histogram(
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )
+HOP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+HOP_SECONDS = Histogram(
+    "fruits_hop_seconds",
+    "Per prediction, the time of each part of each stage's hop (core.hops): wait (from the previous "
+    "stage producing the record to this one taking it: the upstream commit, the fetch and the queue), "
+    "process (decode and transform), produce (encode and hand to the producer). Recorded by predict.",
+    ["hop", "part"],
+    buckets=HOP_BUCKETS,
+)
+COMMIT_WAIT_SECONDS = Histogram(
+    "fruits_commit_wait_seconds",
+    "Per output record, from its produce to the commit of its transaction: how long the next stage "
+    "(reading committed records only) cannot see it.",
+    ["stage"],
+    buckets=HOP_BUCKETS,
+)
 END_TO_END_SECONDS = Histogram(
     "fruits_end_to_end_latency_seconds",
     "From the photo event's Kafka timestamp to its prediction.",
@@ -188,6 +204,12 @@ class StageMetrics:
     def rebalance(self, event: str) -> None:
         """A rebalance callback ran: ``event`` is assigned, revoked or lost."""
 
+    def committed_outputs(self, produced_at: Sequence[float], committed_at: float) -> None:
+        """A transaction committed at ``committed_at`` its outputs produced at ``produced_at`` (Unix times)."""
+
+    def hops(self, seconds: dict[tuple[str, str], float]) -> None:
+        """One output's hop times, ``(stage, part) → seconds`` (``core.hops.hop_seconds``)."""
+
 
 class PrometheusStageMetrics(StageMetrics):
     """The stage loop's metrics with the stage's label values bound once."""
@@ -201,6 +223,8 @@ class PrometheusStageMetrics(StageMetrics):
         self._latency = STAGE_LATENCY_SECONDS.labels(stage)
         self._committed = TRANSACTIONS.labels(stage, "committed")
         self._aborted = TRANSACTIONS.labels(stage, "aborted")
+        self._commit_wait = COMMIT_WAIT_SECONDS.labels(stage)
+        self._hops: dict[tuple[str, str], Any] = {}
         self._lag_partitions: set[tuple[str, str]] = set()
 
     def consumed(self, count: int) -> None:
@@ -229,6 +253,17 @@ class PrometheusStageMetrics(StageMetrics):
 
     def rebalance(self, event: str) -> None:
         REBALANCES.labels(self.stage, event).inc()
+
+    def committed_outputs(self, produced_at: Sequence[float], committed_at: float) -> None:
+        observe = self._commit_wait.observe
+        for produced in produced_at:
+            observe(committed_at - produced)
+
+    def hops(self, seconds: dict[tuple[str, str], float]) -> None:
+        for key, value in seconds.items():
+            if (child := self._hops.get(key)) is None:
+                child = self._hops[key] = HOP_SECONDS.labels(*key)
+            child.observe(value)
 
     def kafka_statistics(self, stats_json: str) -> None:
         """librdkafka's ``stats_cb``: consumer lag of each assigned partition; the series of

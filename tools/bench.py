@@ -1,79 +1,356 @@
-"""``make bench``: how close the pipeline gets to its featurizer, in one run.
+"""``make bench``: how close the pipeline gets to its featurizer, and where the time goes.
 
-Prints the featurizer-alone throughput (onnxruntime on preprocessed tensors, the
-same batch size as the service), the end-to-end throughput through Kafka and the
-five services, their ratio, produce→prediction latency at about half of the
-end-to-end maximum, and each service's peak RSS."""
+Each run measures, with the five services started once and warmed up:
+
+- the featurizer alone (onnxruntime on preprocessed tensors, the service's batch size, all
+  cores) and the CPU it spends per image with the service's threads;
+- the end-to-end throughput through Kafka and the five services at full load, their ratio,
+  and the CPU per record of each service, of the broker and of S3 (from /proc: other load
+  on a shared machine does not count), with the broker's CPU per transaction;
+- at half of that throughput: the send→prediction latency and the waterfall of each hop
+  (``core.hops``: the wait before each stage, its processing, its produce, from the hop
+  headers of the predictions; each stage's commit wait from its /metrics).
+
+With ``--profile``, py-spy samples each service (and nothing else) during the first full-load
+run and writes a flame graph per service to ``profiles/<time>/<service>.svg`` (git-ignored);
+py-spy's own CPU is not counted in the services', but its run's throughput shares the cores with it.
+
+The runs are repeated (``--repeats``, 3 by default); the table shows the median and the
+spread (min–max) of each figure, and the same figures, each run's too, are written as JSON
+to ``--results`` (git-ignored). The featurizer and the machine (cores, CPU model, load
+average at the start) are stated: on a shared machine the spread says how far to trust it."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
-from tools.bench_featurizers import images_per_second
-from tools.roundtrip import round_trip
-from tools import FRUITS360_SAMPLE
-from tools.demo import labelled_photos, percentile, prepare, spread
+from core.datasets import LabelledImages, list_images
 from core.featurizer import Featurizer
 from core.imaging import preprocess
-from tools.services import start_services, stop_services
-from core.settings import Settings, get_settings
-from core.datasets import list_images
+from core.settings import PIPELINE_SERVICES, PROJECT_ROOT, Settings, get_settings
+from tools import FRUITS360_SAMPLE
+from tools.bench_featurizers import images_per_second
+from tools.bench_metrics import process_cpu_seconds
+from tools.demo import labelled_photos, percentile, prepare, spread
+from tools.roundtrip import round_trip
+from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
+from tools.stack import kafka_server, seaweedfs_server
+from tools.stack.supervisor import our_pid
+
+RESULTS_DIR = PROJECT_ROOT / "bench-results"
+PROFILES_DIR = PROJECT_ROOT / "profiles"
+PROFILE_RATE = 100
+"""py-spy's samples per second: enough for a flame graph, little enough for two shared cores."""
+PARTS = ("wait", "process", "produce", "commit")
+"""The rows of a stage in the waterfall: the hop parts (``core.hops``) and its outputs' commit wait."""
 
 
-def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float = 10.0) -> float:
+def featurizer_throughput(settings: Settings, paths: list[Path], seconds: float = 10.0) -> tuple[float, float]:
+    """Images per second of the featurizer alone (all cores: its best alone), and its CPU
+    seconds per image with the featurize service's threads (FRUITS_ONNX_THREADS): the share of
+    the service's CPU that is the featurizer's own."""
     tensors = np.stack([preprocess(p.read_bytes()) for p in paths])
-    featurizer = Featurizer(settings.featurizer_path)  # all cores: the featurizer's best alone
-    featurizer.warm_up()
-    return images_per_second(featurizer, tensors, settings.max_batch_records, seconds)
+    fastest = Featurizer(settings.featurizer_path)
+    fastest.warm_up()
+    rate = images_per_second(fastest, tensors, settings.max_batch_records, seconds)
+    as_served = Featurizer(settings.featurizer_path, settings.onnx_threads)
+    as_served.warm_up()
+    before, started = _own_cpu_seconds(), time.perf_counter()
+    served_rate = images_per_second(as_served, tensors, settings.max_batch_records, seconds / 2)
+    images = served_rate * (time.perf_counter() - started)
+    return rate, (_own_cpu_seconds() - before) / images
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )  # fmt: skip
+    return {"cores": os.cpu_count(), "cpu_model": model, "load_average_at_start": list(os.getloadavg())}
+
+
+def scrape(service: ServiceProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The service's samples, ``(name, sorted labels) → value``; empty without /metrics."""
+    if service.metrics_port is None:
+        return {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The ``q`` quantile of a histogram's cumulative ``le → count`` (as Prometheus's
+    histogram_quantile: linear within the bucket); None without observations."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = bound, count
+    return lower
+
+
+def commit_wait_buckets(before: dict, after: dict, stage: str) -> dict[float, float]:
+    """The buckets of ``stage``'s commit-wait histogram between two scrapes."""
+    found: dict[float, float] = {}
+    for (name, labels), value in after.items():
+        label = dict(labels)
+        if name == "fruits_commit_wait_seconds_bucket" and label.get("stage") == stage:
+            found[float(label["le"])] = value - before.get((name, labels), 0.0)
+    return found
+
+
+def committed_transactions(samples: dict) -> float:
+    return sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "fruits_transactions_total" and dict(labels).get("outcome") == "committed"
+    )
+
+
+class CpuMeter:
+    """CPU seconds of the services and of the stack's processes (when this stack runs them)."""
+
+    def __init__(self, settings: Settings, services: dict[str, ServiceProcess]) -> None:
+        self.pids = {key: service.process.pid for key, service in services.items()}
+        for name in (kafka_server.NAME, seaweedfs_server.NAME):
+            if pid := our_pid(settings, name):
+                self.pids[name] = pid
+
+    def read(self) -> dict[str, float]:
+        return {name: process_cpu_seconds(pid) for name, pid in self.pids.items()}
+
+
+@contextmanager
+def profiled(services: dict[str, ServiceProcess], folder: Path | None) -> Iterator[None]:
+    """Sample each service with py-spy (non-blocking: it reads the process's memory without
+    pausing it) while the block runs, a flame graph per service in ``folder``; None: nothing."""
+    if folder is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(py_spy).exists():
+        raise FileNotFoundError("py-spy not found: install the dev extra (`pip install py-spy`)")
+    folder.mkdir(parents=True, exist_ok=True)
+    recorders = [
+        subprocess.Popen(
+            [py_spy, "record", "--pid", str(service.process.pid), "--rate", str(PROFILE_RATE), "--nonblocking",
+             "--format", "flamegraph", "--output", str(folder / f"{key}.svg")],
+            stdout=subprocess.DEVNULL, stderr=(folder / f"{key}.log").open("wb"),
+        )
+        for key, service in services.items()
+    ]  # fmt: skip
+    try:
+        yield
+    finally:
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        for recorder in recorders:
+            recorder.wait(60)
+
+
+def one_run(
+    settings: Settings,
+    services: dict[str, ServiceProcess],
+    test: LabelledImages,
+    photos: int,
+    latency_seconds: float,
+    profiles: Path | None = None,
+) -> dict[str, float]:
+    """One measurement: the figures of the module docstring, flat (``name → value``); the
+    full-load run is profiled into ``profiles`` if given."""
+    figures: dict[str, float] = {}
+    alone, alone_cpu = featurizer_throughput(settings, spread(test, 1000).paths)
+    figures["featurizer_alone_per_s"] = alone
+    figures["featurizer_alone_cpu_ms_per_image"] = 1000 * alone_cpu
+
+    meter = CpuMeter(settings, services)
+    cpu_before, scraped_before = meter.read(), {key: scrape(s) for key, s in services.items()}
+    with profiled(services, profiles):
+        full = round_trip(settings, labelled_photos(spread(test, photos))[0], progress="full load")
+    cpu_after, scraped_after = meter.read(), {key: scrape(s) for key, s in services.items()}
+    done = len(full.predictions)
+    end_to_end = done / (max(full.received_at.values()) - min(full.sent_at.values()))
+    figures |= {"end_to_end_per_s": end_to_end, "ratio": end_to_end / alone, "full_load_missing": len(full.missing())}
+    figures["full_load_duplicates"] = full.duplicates()
+    for name in cpu_before:
+        figures[f"cpu_ms_per_record.{name}"] = 1000 * (cpu_after[name] - cpu_before[name]) / done
+    total = sum(figures[f"cpu_ms_per_record.{name}"] for name in cpu_before)
+    figures["cpu_ms_per_record.total"] = total
+    figures["cpu_ms_per_record.outside_featurizer"] = total - figures["featurizer_alone_cpu_ms_per_image"]
+    transactions = sum(committed_transactions(scraped_after[k]) - committed_transactions(scraped_before[k])
+                       for k in services)  # fmt: skip
+    if kafka_server.NAME in cpu_before and transactions:
+        kafka_cpu = cpu_after[kafka_server.NAME] - cpu_before[kafka_server.NAME]
+        figures["kafka_cpu_ms_per_transaction"] = 1000 * kafka_cpu / transactions
+        figures["records_per_transaction"] = 5 * done / transactions
+
+    rate = end_to_end / 2
+    scraped_before = {key: scrape(s) for key, s in services.items()}
+    photos_half = labelled_photos(spread(test, int(rate * latency_seconds)))[0]
+    half = round_trip(settings, photos_half, rate=rate, progress=f"half load ({rate:.0f}/s)")
+    scraped_after = {key: scrape(s) for key, s in services.items()}
+    latencies = half.latencies()
+    figures["half_load_per_s"] = rate
+    for q in (0.5, 0.95, 0.99):
+        figures[f"latency_ms.p{round(q * 100)}"] = 1000 * percentile(latencies, q)
+    for (stage, part), values in half.hop_seconds().items():
+        for q in (0.5, 0.99):
+            figures[f"hop_ms.{stage}.{part}.p{round(q * 100)}"] = 1000 * percentile(values, q)
+    for stage in PIPELINE_SERVICES:
+        if stage not in services:
+            continue
+        buckets = commit_wait_buckets(scraped_before[stage], scraped_after[stage], stage)
+        for q in (0.5, 0.99):
+            if (value := bucket_quantile(buckets, q)) is not None:
+                figures[f"hop_ms.{stage}.commit.p{round(q * 100)}"] = 1000 * value
+    return figures
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per figure: the median, min and max over the runs that have it."""
+    names = dict.fromkeys(name for run in runs for name in run)
+    summary = {}
+    for name in names:
+        values = [run[name] for run in runs if name in run]
+        summary[name] = {
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "runs": len(values),
+        }
+    return summary
+
+
+def print_table(summary: dict[str, dict[str, float]], out: Callable[[str], object] = print) -> None:
+    def cell(name: str, digits: int = 0) -> str:
+        if name not in summary:
+            return "-"
+        s = summary[name]
+        return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+    out("figure (median of the runs, min–max)")
+    out(f"  featurizer alone              {cell('featurizer_alone_per_s')} images/s")
+    out(f"  end to end (5 services)       {cell('end_to_end_per_s')} images/s")
+    out(f"  ratio end-to-end / alone      {cell('ratio', 2)}  (target ≥ 0.80)")
+    out(f"  latency p50 at half load      {cell('latency_ms.p50')} ms")
+    out(f"  latency p95                   {cell('latency_ms.p95')} ms")
+    out(f"  latency p99                   {cell('latency_ms.p99')} ms  (target ≤ 150 ms)")
+    out("CPU ms per record at full load")
+    for name in summary:
+        if name.startswith("cpu_ms_per_record."):
+            out(f"  {name.split('.', 1)[1]:<28}  {cell(name, 2)}")
+    out(f"  featurizer alone, per image   {cell('featurizer_alone_cpu_ms_per_image', 2)}  (the service's threads)")
+    out("  (outside_featurizer = total − the featurizer alone's CPU per image; target ≤ 3 ms)")
+    out(f"  Kafka broker per transaction  {cell('kafka_cpu_ms_per_transaction', 2)} ms "
+        f"({cell('records_per_transaction', 1)} records per transaction)")  # fmt: skip
+    out("waterfall at half load, ms: p50 | p99 (median of the runs, min–max)")
+    for stage in (*PIPELINE_SERVICES, "client"):
+        for part in PARTS:
+            name = f"hop_ms.{stage}.{part}"
+            if f"{name}.p50" in summary:
+                out(f"  {stage:<11}{part:<9}{cell(name + '.p50', 1):>22} | {cell(name + '.p99', 1)}")
+    out("  (wait: from the previous stage's produce, its commit included; commit: this stage's outputs,")
+    out("   produce → its transaction's commit, from its histogram; client wait: predict's produce → read)")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="fruits-bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fruits-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
-    parser.add_argument("--photos", type=int, default=3000, help="photos for the throughput run (default 3000)")
-    parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of the half-load run")
+    parser.add_argument("--photos", type=int, default=3000, help="photos for each full-load run (default 3000)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of each half-load run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"folder of the JSON results ({RESULTS_DIR})")
+    parser.add_argument(
+        "--profile", action="store_true", help=f"flame graphs of each service in the first run (py-spy; {PROFILES_DIR})"
+    )
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    started = datetime.now(timezone.utc)
+    host = machine()
     settings = get_settings().acting_as("admin")  # prepare() provisions and trains, as an operator
     prepare(settings, args.data)
+    featurizer_id = Featurizer(settings.featurizer_path).id
+    print(
+        f"featurizer {featurizer_id}; machine: {host['cores']} cores, {host['cpu_model']}, load average at start "
+        + " ".join(f"{load:.2f}" for load in host["load_average_at_start"])
+    )
     test = list_images(args.data / "Test")
-
-    alone = featurizer_throughput(settings, spread(test, 1000).paths)
-    print(f"featurizer alone: {alone:.0f} images/s")
-
-    services = start_services(settings.state_dir / "logs")
+    # Metrics ports clear of a demo's (or another bench's) on the same machine.
+    services = start_services(settings.state_dir / "logs", port_offset=free_port_offset(0))
+    runs: list[dict[str, float]] = []
     try:
-        warm, _ = labelled_photos(spread(test, 600))  # warms the JVM and the services
-        round_trip(settings, warm, progress="warm-up")
-        photos, _ = labelled_photos(spread(test, args.photos))
-        full = round_trip(settings, photos, progress="full load")
-        end_to_end = len(full.predictions) / (max(full.received_at.values()) - min(full.sent_at.values()))
-        rate = end_to_end / 2
-        count = int(rate * args.latency_seconds)
-        photos, _ = labelled_photos(spread(test, count))
-        half = round_trip(settings, photos, rate=rate, progress=f"half load ({rate:.0f}/s)")
+        round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # the JVM and the services
+        for index in range(args.repeats):
+            print(f"run {index + 1} of {args.repeats}")
+            profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if args.profile and index == 0 else None
+            runs.append(one_run(settings, services, test, args.photos, args.latency_seconds, profiles))
+            if profiles is not None:
+                print(f"flame graphs: {profiles}")
         rss = {name: service.peak_rss_bytes() for name, service in services.items()}
     finally:
         stop_services(services)
 
-    latencies = half.latencies()
+    summary = summarise(runs)
     print()
-    print(f"featurizer alone          {alone:8.0f} images/s")
     print(
-        f"end to end (5 services)   {end_to_end:8.0f} images/s  ({len(full.predictions)}/{len(full.sent_at)} predictions, "
-        f"{full.duplicates()} duplicates)"
+        f"featurizer {featurizer_id}; {host['cores']} cores ({host['cpu_model']}); load average at start "
+        + " ".join(f"{load:.2f}" for load in host["load_average_at_start"])
     )
-    print(f"ratio end-to-end / alone  {end_to_end / alone:8.2f}     (target ≥ 0.80)")
-    print(
-        f"latency at {rate:.0f}/s         p50 {1000 * percentile(latencies, 0.5):.0f} ms, "
-        f"p95 {1000 * percentile(latencies, 0.95):.0f} ms, p99 {1000 * percentile(latencies, 0.99):.0f} ms "
-        f"({len(latencies)} photos; target p99 ≤ 150 ms)"
-    )
+    print_table(summary)
     for name, peak in rss.items():
-        print(f"peak RSS {name:<16} {peak / 2**20:8.0f} MB")
-    print(f"(target ≤ 400 MB each; machine: {__import__('os').cpu_count()} cores)")
+        print(f"peak RSS {name:<16} {peak / 2**20:8.0f} MB  (target ≤ 400 MB each)")
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    results = {
+        "started_at": started.isoformat(),
+        "featurizer": featurizer_id,
+        "machine": host,
+        "arguments": {"photos": args.photos, "latency_seconds": args.latency_seconds, "repeats": args.repeats},
+        "summary": summary,
+        "runs": runs,
+        "peak_rss_bytes": rss,
+    }
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {path}")
     return 0
 
 

@@ -64,12 +64,14 @@ def micro(batch_records: int, rounds: int = 20_000) -> dict[tuple[str, bool], fl
     return cost
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a running process has spent so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
 def cpu_seconds(services: dict[str, ServiceProcess]) -> float:
-    total = 0
-    for service in services.values():
-        fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
+    return sum(process_cpu_seconds(service.process.pid) for service in services.values())
 
 
 def pipeline_run(settings: Settings, photos: list[Path], warm: list[Path], enabled: bool, log_dir: Path):

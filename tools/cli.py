@@ -120,27 +120,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
+    data = TrainingData(
+        args.data_dir,
+        grocerystore=None if args.no_grocerystore else args.grocerystore,
+        synthetic_per_class=args.synthetic_per_class,
+        empty_scenes=args.empty_scenes,
+        augmented_copies=args.augmented_copies,
+        per_class=args.per_class,
+        seed=args.seed,
+    )
     if args.engine == "spark":
         from spark.train_job import train_with_spark  # needs the `spark` extra and `make spark-jars`
+        from core.lake import packed_images_uri
+        from training.packing import is_packed, pack_training_data
 
+        if args.upload:
+            pack_training_data(settings, data, with_test=not args.no_evaluate)
+        elif not is_packed(settings, data):
+            raise SystemExit(
+                f"the training set packed in {packed_images_uri(settings, 'Training')} is not the one these options "
+                "describe (or there is none): pack it with --upload"
+            )
         bundle = train_with_spark(
-            settings,
-            args.data_dir,
-            min_explained_variance=args.min_explained_variance,
-            evaluate=not args.no_evaluate,
-            per_class=args.per_class,
-            upload=args.upload,
+            settings, min_explained_variance=args.min_explained_variance, evaluate=not args.no_evaluate
         )
     else:
-        data = TrainingData(
-            args.data_dir,
-            grocerystore=None if args.no_grocerystore else args.grocerystore,
-            synthetic_per_class=args.synthetic_per_class,
-            empty_scenes=args.empty_scenes,
-            augmented_copies=args.augmented_copies,
-            per_class=args.per_class,
-            seed=args.seed,
-        )
         bundle = train(
             data,
             Featurizer(settings.featurizer_path),
@@ -292,15 +296,15 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--no-grocerystore", action="store_true", help="train without the GroceryStore photos")
     train.add_argument(
         "--synthetic-per-class", type=non_negative_int, default=SYNTHETIC_PER_CLASS,
-        help=f"synthetic photos per Fruits-360 class (default: {SYNTHETIC_PER_CLASS}; local engine)",
+        help=f"synthetic photos per Fruits-360 class (default: {SYNTHETIC_PER_CLASS})",
     )  # fmt: skip
     train.add_argument(
         "--empty-scenes", type=non_negative_int, default=EMPTY_SCENES,
-        help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES}; local engine)",
+        help=f"scenes without fruit, trained as 'not ours' (default: {EMPTY_SCENES})",
     )  # fmt: skip
     train.add_argument(
         "--augmented-copies", type=non_negative_int, default=AUGMENTED_COPIES,
-        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES}; local engine)",
+        help=f"augmented copies (crop, mirror, colour jitter) of each GroceryStore photo (default: {AUGMENTED_COPIES})",
     )  # fmt: skip
     train.add_argument("--seed", type=int, default=0, help="seed of the synthetic photos and augmented copies (default: 0)")
     train.add_argument(
@@ -319,12 +323,14 @@ def add_train(commands: argparse._SubParsersAction) -> None:
         choices=("local", "spark"),
         default="local",
         help="local: featurize in this process (default); spark: a Spark job on FRUITS_SPARK_MASTER that reads "
-        "the images from S3 (s3://<lake bucket>/<lake prefix>/images/)",
+        "the training images packed in Parquet on the lake (s3://<lake bucket>/<lake prefix>/training_images/), "
+        "with the same recipe",
     )
     train.add_argument(
         "--upload",
         action="store_true",
-        help="with --engine spark: upload DATA_DIR's images to S3 first (skipping those already there)",
+        help="with --engine spark: first pack the training set these options describe (and the Test split) into "
+        "Parquet on the lake; skipped when the packed set is the same already",
     )
     train.set_defaults(func=cmd_train)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from core import hops
 from core.kafka import poll_batch
 from core.records import Prediction, decode_record
 from core.settings import Settings
@@ -24,17 +25,46 @@ class RoundTrip:
     sent_at: dict[str, float] = field(default_factory=dict)
     predictions: dict[str, list[Prediction]] = field(default_factory=dict)
     received_at: dict[str, float] = field(default_factory=dict)
+    hops: dict[str, tuple[list[tuple[str, bytes]], float]] = field(default_factory=dict)
+    """Per photo, its first prediction's headers (``core.hops``) and when it was read (Unix time)."""
     send_seconds: float = 0.0
     total_seconds: float = 0.0
 
     def latencies(self) -> list[float]:
         return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at)
 
+    def startup_seconds(self) -> float | None:
+        """Time to the first prediction: from the first photo sent to the first prediction read
+        (the services' lazy start: models loaded, connections opened); None if none came."""
+        if not self.received_at:
+            return None
+        return min(self.received_at.values()) - min(self.sent_at.values())
+
+    def steady_latencies(self) -> list[float]:
+        """The latencies of the photos sent once the first prediction was read: without the start-up."""
+        if not self.received_at:
+            return []
+        warm = min(self.received_at.values())
+        return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at if self.sent_at[p] >= warm)
+
     def duplicates(self) -> int:
         return sum(len(found) - 1 for found in self.predictions.values() if len(found) > 1)
 
     def missing(self) -> list[str]:
         return [photo_id for photo_id in self.sent_at if photo_id not in self.predictions]
+
+    def hop_seconds(self) -> dict[tuple[str, str], list[float]]:
+        """``(stage, part) → sorted seconds`` over the predictions (``core.hops.hop_seconds``),
+        plus ``("client", "wait")``: from predict producing the prediction to its reading here."""
+        found: dict[tuple[str, str], list[float]] = {}
+        for headers, read_at in self.hops.values():
+            source, path = hops.parse(headers)
+            seconds = hops.hop_seconds(source, path)
+            if path:
+                seconds["client", "wait"] = read_at - path[-1].produced
+            for key, value in seconds.items():
+                found.setdefault(key, []).append(value)
+        return {key: sorted(values) for key, values in found.items()}
 
 
 class SendingThread(threading.Thread):
@@ -91,6 +121,7 @@ def collect(
             if photo_id not in result.predictions:
                 bar.update(1)
                 result.received_at[photo_id] = now
+                result.hops[photo_id] = (msg.headers() or [], time.time())
             result.predictions.setdefault(photo_id, []).append(prediction)
 
 

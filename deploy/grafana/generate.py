@@ -63,6 +63,14 @@ PIPELINE = (
         Panel("Stage latency p95", "Per stage, from its input record's timestamp to its output: "
               "waiting in the topic plus processing. The largest one is where photos pile up.",
               [q("stage:fruits_stage_latency_seconds:p95_5m", "{{stage}}")], unit="s"),
+        Panel("Hop waterfall p99", "Per stage of a prediction's path (predict records it from the hop headers): "
+              "wait before the stage (upstream commit, fetch, queue), its processing, its produce.",
+              [q("histogram_quantile(0.99, sum by (hop, part, le) (rate(fruits_hop_seconds_bucket[5m])))",
+                 "{{hop}} {{part}}")], unit="s"),
+        Panel("Commit wait p99", "Per stage, from producing an output to its transaction's commit: how long the "
+              "next stage cannot see it.",
+              [q("histogram_quantile(0.99, sum by (stage, le) (rate(fruits_commit_wait_seconds_bucket[5m])))",
+                 "{{stage}}")], unit="s"),
         Panel("Consumer lag per partition", "Records waiting in each stage's input partitions.",
               [q("fruits_consumer_lag_records", "{{stage}} {{topic}}[{{partition}}]")], unit="short"),
         Panel("Batch processing p95", "Time to decode, transform and produce one batch.",

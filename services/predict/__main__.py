@@ -36,6 +36,7 @@ def build_stage(settings: Settings) -> Stage[ReducedFeatures, Prediction]:
         input_type=ReducedFeatures,
         output_topic=settings.topic_predictions,
         transform=transform,
+        observes_hops=True,
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from core.avro import DEAD_LETTER, PHOTO_EVENT, avro_type
+from core.hops import parse as parse_hops
 from core.records import PhotoEvent, Prediction, decode_record, encode_record
 from core.photos import new_photo_id
 from tools.client import PhotoSender, PredictionReader
@@ -63,9 +64,9 @@ def test_photo_from_cli_gets_exactly_one_right_prediction(settings, client, serv
         photo_id = produced.stdout.split("\t")[0].strip()
         assert len(photo_id) == 32, produced.stdout
         # Generous: the first photo into a fresh SeaweedFS bucket waits for its volumes to grow.
-        first = next((p for p in reader.predictions(timeout=90) if p.photo.photo_id == photo_id), None)
-        assert first is not None, "no prediction within 90 s"
-        found = [first]
+        message = next((m for m in reader.messages(timeout=90) if m.key() == photo_id.encode()), None)
+        assert message is not None, "no prediction within 90 s"
+        found = [decode_record(Prediction, message.value())]
         # Keep listening a little: a duplicate would arrive right behind the first.
         found += [p for p in reader.predictions(timeout=3) if p.photo.photo_id == photo_id]
     finally:
@@ -73,6 +74,12 @@ def test_photo_from_cli_gets_exactly_one_right_prediction(settings, client, serv
     assert len(found) == 1
     prediction = found[0]
     assert prediction.label == "Banana 1"
+    # Every stage stamped its hop, in path order, each after the previous one.
+    source, hops = parse_hops(message.headers())
+    assert [hop.stage for hop in hops] == list(SERVICES)
+    times = [source, *(t for hop in hops for t in (hop.received, hop.processed, hop.produced))]
+    assert times == sorted(times), times
+    assert abs(hops[-1].produced - message.timestamp()[1] / 1000) < 1.0
     assert prediction.top5[0].label == "Banana 1" and len(prediction.top5) == 5
     assert "banana" in prediction.fruit.common_name.lower()
     assert prediction.model_versions.pca_version == prediction.model_versions.classifier_version

@@ -1,6 +1,7 @@
 """The Spark trainer on real SeaweedFS and Spark local[2], on a small copy of the sample:
-images uploaded and read back with binaryFile from s3a://, featurized by the pandas UDF
-exactly as the local featurizer does, and a bundle of the usual format."""
+images packed into Parquet on the lake (once: packing again packs nothing), read back from
+s3a://, featurized by the pandas UDF exactly as the local featurizer does, the local trainer's
+recipe on the same rows, and a bundle of the usual format."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from core.model import ModelStore
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from tests.integration import as_identity
-from training.trainer import featurize_files
+from training.trainer import TrainingData, featurize_files, train
 
 pytestmark = pytest.mark.integration
 
@@ -56,15 +57,19 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_spark_trainer_uploads_featurizes_like_the_services_and_makes_a_bundle(settings, small_dataset):
+def test_spark_trainer_packs_featurizes_like_the_services_and_makes_the_local_trainers_bundle(settings, small_dataset):
     from spark.train_job import train_with_spark
+    from training.packing import pack_training_data
 
-    bundle = train_with_spark(settings, small_dataset, evaluate=True, upload=True)
+    data = TrainingData(small_dataset)
+    packer = as_identity(settings, "admin")  # `fruits train` packs as the operator
+    pack_training_data(packer, data, with_test=True)
+    bundle = train_with_spark(settings, evaluate=True)
 
     assert set(bundle.classifier.labels) == set(CLASSES)
     manifest = bundle.manifest
     assert manifest.trained_on.engine == "spark" and manifest.trained_on.images == 8 * len(CLASSES)
-    assert manifest.evaluated_on == lake.lake_uri(settings, "images", "Test")
+    assert manifest.evaluated_on == lake.packed_images_uri(settings, "Test")
     assert manifest.evaluation.images == 3 * len(CLASSES)
     assert manifest.evaluation.top1_accuracy >= 0.9
     assert 0.98 <= bundle.pca.explained_variance_ratio.sum() <= 1.0
@@ -72,12 +77,20 @@ def test_spark_trainer_uploads_featurizes_like_the_services_and_makes_a_bundle(s
     # The labelled features in the lake are the local featurizer's, bit for bit or nearly.
     table = lake.read_table(settings, lake.TRAINING_FEATURES).to_pylist()
     assert {row["version"] for row in table} == {bundle.version} and len(table) == 8 * len(CLASSES)
+    assert {row["origin"] for row in table} == {"fruits360"}
     assert manifest.training_features == lake.training_features_uri(settings, bundle.version)
-    by_image = {(row["label"], row["source"].rsplit("/", 1)[1]): np.asarray(row["features"]) for row in table}
+    by_image = {row["source"]: np.asarray(row["features"]) for row in table}
     local_paths = sorted((small_dataset / "Training").glob("*/*"))
     local = featurize_files(local_paths, Featurizer(settings.featurizer_path), "featurize locally")
-    spark_features = np.stack([by_image[path.parent.name, path.name] for path in local_paths])
+    spark_features = np.stack([by_image[str(path)] for path in local_paths])
     np.testing.assert_allclose(spark_features, local, atol=1e-4)
+
+    # The local trainer on the same data: the same recipe, so the same calibration and scores.
+    local_bundle = train(data, Featurizer(settings.featurizer_path))
+    assert local_bundle.pca.k == bundle.pca.k
+    assert manifest.calibration.temperature == pytest.approx(local_bundle.manifest.calibration.temperature, rel=0.02)
+    assert manifest.validation == local_bundle.manifest.validation
+    assert manifest.evaluation == local_bundle.manifest.evaluation
 
     # The executors' evaluation is the one the local trainer makes on the same Test images.
     test_paths = sorted((small_dataset / "Test").glob("*/*"))
@@ -91,7 +104,20 @@ def test_spark_trainer_uploads_featurizes_like_the_services_and_makes_a_bundle(s
     np.testing.assert_array_equal(loaded.pca.components, bundle.pca.components)
     assert loaded.manifest == manifest
 
-    # Uploading again sends nothing: the images are there already.
-    from spark.train_job import upload_split
 
-    assert upload_split(settings, small_dataset / "Training", "Training") == 0
+def test_packing_again_packs_nothing_and_other_data_anew(settings, small_dataset):
+    from training.packing import is_packed, pack_split, pack_training_data
+    from training.trainer import training_images
+
+    packer = as_identity(settings, "admin")
+    pack_training_data(packer, TrainingData(small_dataset), with_test=True)  # as the first test left it, or anew
+    same = training_images(TrainingData(small_dataset))
+    assert not pack_split(packer, "Training", same.images, same.rows, TrainingData(small_dataset).describe())
+    fewer = TrainingData(small_dataset, per_class=5)
+    assert is_packed(packer, TrainingData(small_dataset)) and not is_packed(packer, fewer)
+    images = training_images(fewer)
+    assert pack_split(packer, "Training", images.images, images.rows, fewer.describe(), fewer.per_class)
+    packed = lake.read_table(packer, f"{lake.PACKED_IMAGES}/Training")
+    assert packed.num_rows == 5 * len(CLASSES)
+    assert packed.column("row").to_pylist() == list(range(5 * len(CLASSES)))
+    assert packed.column("source").to_pylist() == images.rows.sources

@@ -89,6 +89,8 @@ class FakeProducer:
         self.resume: str | None = None
         """The transactional call that failed retriably: the only one allowed next."""
         self.pending: list[tuple[str, bytes | None, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []
+        """The headers of each produced record, in order (committed or not)."""
         self.pending_offsets: list[TopicPartition] = []
 
     def _enter(self, name: str, *allowed_states: str) -> None:
@@ -118,9 +120,12 @@ class FakeProducer:
         self._enter("begin_transaction", "ready")
         self.state = "in_transaction"
 
-    def produce(self, topic: str, key: bytes | None = None, value: bytes = b"") -> None:
+    def produce(
+        self, topic: str, key: bytes | None = None, value: bytes = b"", headers: list[tuple[str, bytes]] | None = None
+    ) -> None:
         self._enter("produce", "in_transaction")
         self.pending.append((topic, key, value))
+        self.headers.append(headers)
 
     def poll(self, timeout: float = 0) -> int:
         return 0

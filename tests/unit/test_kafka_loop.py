@@ -415,3 +415,60 @@ def test_after_kafka_was_lost_the_next_transaction_has_a_new_producer(caplog):
     assert made[1].calls[:2] == ["init_transactions", "begin_transaction"]
     assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
     assert "Kafka is unavailable" in caplog.text and "starting a new transactional producer" in caplog.text
+
+
+# --- Hop headers (core.hops) ---------------------------------------------------------------
+
+
+def test_the_first_stage_stamps_the_source_time_and_its_own_hop():
+    from core.hops import SOURCE_HEADER, parse
+
+    cluster = cluster_of(events_per_partition=2, partitions=1)
+    before = time.time()
+    run = run_loop(loop_stage("loop-hops-first"), cluster)
+    after = time.time()
+    assert len(run.producer.headers) == 2
+    for headers, message in zip(run.producer.headers, cluster.logs[0]):
+        assert headers[0] == (SOURCE_HEADER, str(message.timestamp()[1] * 1000).encode())
+        source, (hop,) = parse(headers)
+        assert hop.stage == "loop-hops-first"
+        assert before <= hop.received <= hop.processed <= hop.produced <= after
+
+
+def test_hop_headers_are_carried_on_and_a_replay_header_is_not():
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
+
+    from core.hops import Hop, hop_header, parse
+
+    upstream = [hop_header(Hop("up", 1.0, 2.0, 3.0))]
+    cluster = cluster_of(events_per_partition=1, partitions=1)
+    original = cluster.logs[0][0]
+    cluster.logs[0][0] = Message(
+        topic="in", partition=0, offset=0, key=original.key(), value=original.value(),
+        headers=[("fruits-replay-of", b"dead[0]@7"), *upstream], timestamp=(TIMESTAMP_CREATE_TIME, 1_000),
+    )  # fmt: skip
+    run = run_loop(loop_stage("loop-hops-carried"), cluster)
+    (headers,) = run.producer.headers
+    assert headers[0] == upstream[0]
+    assert all(name.startswith("fruits-hop-") for name, _ in headers)
+    assert [hop.stage for hop in parse(headers)[1]] == ["up", "loop-hops-carried"]
+
+
+def test_dead_letters_carry_no_hop_headers():
+    def reject(batch):
+        return [RecordError(Reason.BAD_EVENT, "no") for _ in batch]
+
+    run = run_loop(loop_stage("loop-hops-dead", reject), cluster_of(events_per_partition=2, partitions=1))
+    assert len(dead_letters(run.cluster)) == 2
+    assert run.producer.headers == [None, None]
+
+
+def test_the_last_stage_records_every_hop_and_each_stage_its_commit_wait():
+    stage = replace(loop_stage("loop-hops-last"), observes_hops=True)
+    run_loop(stage, cluster_of(events_per_partition=3, partitions=1))
+    assert metric("fruits_hop_seconds_count", hop="loop-hops-last", part="process") == 3
+    assert metric("fruits_hop_seconds_count", hop="loop-hops-last", part="wait") == 3  # from the source
+    assert metric("fruits_commit_wait_seconds_count", stage="loop-hops-last") == 3
+    run_loop(loop_stage("loop-hops-middle"), cluster_of(events_per_partition=3, partitions=1))
+    assert metric("fruits_hop_seconds_count", hop="loop-hops-middle", part="process") == 0
+    assert metric("fruits_commit_wait_seconds_count", stage="loop-hops-middle") == 3

@@ -1,0 +1,53 @@
+"""The bench's arithmetic: histogram quantiles from scraped buckets, the median and spread
+of repeated runs, and the waterfall read from the predictions' hop headers."""
+
+import pytest
+
+from core.hops import Hop, hop_header, source_header
+from tools.bench import bucket_quantile, commit_wait_buckets, summarise
+from tools.roundtrip import RoundTrip
+
+
+def test_bucket_quantile_interpolates_within_the_bucket_as_prometheus_does():
+    buckets = {0.01: 50.0, 0.1: 90.0, 1.0: 100.0, float("inf"): 100.0}
+    assert bucket_quantile(buckets, 0.5) == pytest.approx(0.01)
+    assert bucket_quantile(buckets, 0.7) == pytest.approx(0.01 + 0.09 * 0.5)
+    assert bucket_quantile(buckets, 0.99) == pytest.approx(0.1 + 0.9 * 0.9)
+
+
+def test_bucket_quantile_of_nothing_is_none_and_beyond_the_last_bound_is_that_bound():
+    assert bucket_quantile({0.1: 0.0, float("inf"): 0.0}, 0.5) is None
+    assert bucket_quantile({0.1: 1.0, float("inf"): 10.0}, 0.99) == 0.1
+
+
+def test_commit_wait_buckets_are_the_difference_between_two_scrapes_of_one_stage():
+    def sample(stage, le, value):
+        return ("fruits_commit_wait_seconds_bucket", (("le", le), ("stage", stage))), value
+
+    before = dict([sample("reduce", "0.1", 5.0), sample("reduce", "+Inf", 6.0)])
+    after = dict([sample("reduce", "0.1", 8.0), sample("reduce", "+Inf", 10.0), sample("predict", "0.1", 3.0)])
+    assert commit_wait_buckets(before, after, "reduce") == {0.1: 3.0, float("inf"): 4.0}
+
+
+def test_summarise_gives_median_and_spread_of_the_runs_that_have_a_figure():
+    summary = summarise([{"ratio": 0.5, "x": 1.0}, {"ratio": 0.7}, {"ratio": 0.6}])
+    assert summary["ratio"] == {"median": 0.6, "min": 0.5, "max": 0.7, "runs": 3}
+    assert summary["x"]["runs"] == 1
+
+
+def test_round_trip_hop_seconds_include_the_wait_of_the_client():
+    result = RoundTrip()
+    headers = [source_header(10_000), hop_header(Hop("ingest", 10.5, 11.0, 11.25))]
+    result.hops = {"a": (headers, 12.0), "b": (headers, 11.5)}
+    seconds = result.hop_seconds()
+    assert seconds["ingest", "wait"] == [0.5, 0.5]
+    assert seconds["client", "wait"] == [0.25, 0.75]
+
+
+def test_start_up_is_apart_from_the_latencies_of_the_photos_sent_after_it():
+    sent, received = {"a": 0.0, "b": 0.5, "c": 3.0, "d": 4.0}, {"a": 2.0, "b": 2.1, "c": 3.25, "d": 4.5}
+    result = RoundTrip(sent_at=sent, received_at=received)
+    assert result.startup_seconds() == 2.0
+    assert result.steady_latencies() == [0.25, 0.5]
+    assert RoundTrip(sent_at={"a": 0.0}).startup_seconds() is None
+    assert RoundTrip(sent_at={"a": 0.0}).steady_latencies() == []
