@@ -1,0 +1,127 @@
+"""The HTTP gateway (``python -m services.gateway``) for the integration tests that drive it
+through its API or its web page: started on a loopback port against the test stack, users
+made with ``fruits users add``."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.settings import PROJECT_ROOT
+
+needs_gateway = pytest.mark.skipif(
+    not (PROJECT_ROOT / "services" / "gateway" / "__main__.py").is_file(),
+    reason="services/gateway has no server yet (only the page's static files): the gateway branch brings it",
+)
+TOKEN = re.compile(r"\b[0-9a-f]{16}\.[A-Za-z0-9_-]{16,128}")
+"""An API token as ``fruits users add`` prints it: ``<token id>.<secret>``."""
+START_TIMEOUT_S = 90.0
+
+
+def add_user(name: str) -> str:
+    """A new user ``name`` (``python -m tools.cli users add``); returns the token it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "users", "add", name],
+        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, f"fruits users add {name}: {result.stdout}{result.stderr}"
+    tokens = TOKEN.findall(result.stdout)
+    assert tokens, f"no token in the output of fruits users add {name}:\n{result.stdout}"
+    return tokens[-1]
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def call(self, method: str, path: str, token: str, body: bytes | None = None, content_type: str = "") -> Any:
+        """The JSON answer of a 2xx; raises urllib.error.HTTPError otherwise."""
+        headers = {"Authorization": f"Bearer {token}", **({"Content-Type": content_type} if content_type else {})}
+        request = urllib.request.Request(f"{self.url}{path}", data=body, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def post_photo(self, token: str, path: Path) -> str:
+        """Sends the photo at ``path`` as the raw body; returns its photo id."""
+        content_type = mimetypes.guess_type(path.name)[0] or "image/jpeg"
+        return self.call("POST", "/v1/photos", token, path.read_bytes(), content_type)["photo_id"]
+
+    def wait_done(self, token: str, photo_id: str, timeout: float = 120.0) -> dict:
+        """The photo object once its prediction is in (polling, as the page's fallback does)."""
+        deadline = time.monotonic() + timeout
+        while (photo := self.call("GET", f"/v1/photos/{photo_id}", token))["status"] != "done":
+            assert time.monotonic() < deadline, f"no prediction for {photo_id} after {timeout:.0f} s:\n{self.log()[-3000:]}"
+            time.sleep(0.5)
+        return photo
+
+    def feedback(self, token: str, photo_id: str, corrected_type: str | None = None) -> None:
+        """Right (``corrected_type`` None), or wrong: it is ``corrected_type``."""
+        verdict = {"correct": True} if corrected_type is None else {"correct": False, "corrected_type": corrected_type}
+        self.call("POST", f"/v1/photos/{photo_id}/feedback", token, json.dumps(verdict).encode(), "application/json")
+
+
+def start_gateway(log_dir: Path, port: int) -> Gateway:
+    """``python -m services.gateway`` on 127.0.0.1:``port``, once it answers /metrics."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "gateway.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FRUITS_GATEWAY_HOST": "127.0.0.1", "FRUITS_GATEWAY_PORT": str(port)}
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env
+        )
+    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the gateway exited with {process.returncode}:\n{gateway.log()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{gateway.url}/metrics", timeout=2).read()
+            return gateway
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_gateway(gateway)
+                pytest.fail(f"the gateway did not answer within {START_TIMEOUT_S:.0f} s:\n{gateway.log()[-3000:]}")
+            time.sleep(0.5)
+
+
+def stop_gateway(gateway: Gateway) -> None:
+    if gateway.process.poll() is None:
+        gateway.process.terminate()
+        try:
+            gateway.process.wait(20)
+        except subprocess.TimeoutExpired:
+            gateway.process.kill()
+            gateway.process.wait()
+
+
+def sse_first_event(gateway: Gateway, token: str, photo_id: str, timeout: float = 120.0) -> dict:
+    """The data of the first ``prediction`` event of the photo's event stream."""
+    request = urllib.request.Request(
+        f"{gateway.url}/v1/photos/{photo_id}/events",
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/event-stream"},
+    )
+    event = ""
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        for raw in response:
+            line = raw.decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:") and event == "prediction":
+                return json.loads(line[5:])
+    raise AssertionError(f"the event stream of {photo_id} ended without a prediction event")
