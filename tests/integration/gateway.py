@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
-import re
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -19,26 +16,18 @@ from typing import Any
 import pytest
 
 from core.settings import PROJECT_ROOT
+from tools import web
 
 needs_gateway = pytest.mark.skipif(
     not (PROJECT_ROOT / "services" / "gateway" / "__main__.py").is_file(),
     reason="services/gateway has no server yet (only the page's static files): the gateway branch brings it",
 )
-TOKEN = re.compile(r"\b[0-9a-f]{16}\.[A-Za-z0-9_-]{16,128}")
-"""An API token as ``fruits users add`` prints it: ``<token id>.<secret>``."""
-START_TIMEOUT_S = 90.0
-
-
 def add_user(name: str) -> str:
-    """A new user ``name`` (``python -m tools.cli users add``); returns the token it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "tools.cli", "users", "add", name],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, f"fruits users add {name}: {result.stdout}{result.stderr}"
-    tokens = TOKEN.findall(result.stdout)
-    assert tokens, f"no token in the output of fruits users add {name}:\n{result.stdout}"
-    return tokens[-1]
+    """A new user ``name`` (``fruits users add``); returns the token it printed."""
+    try:
+        return web.add_user(name)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass
@@ -77,37 +66,19 @@ class Gateway:
 
 
 def start_gateway(log_dir: Path, port: int) -> Gateway:
-    """``python -m services.gateway`` on 127.0.0.1:``port``, once it answers /metrics."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / "gateway.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "FRUITS_GATEWAY_HOST": "127.0.0.1", "FRUITS_GATEWAY_PORT": str(port)}
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway"], stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, env=env
-        )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the gateway exited with {process.returncode}:\n{gateway.log()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{gateway.url}/metrics", timeout=2).read()
-            return gateway
-        except OSError:
-            if time.monotonic() > deadline:
-                stop_gateway(gateway)
-                pytest.fail(f"the gateway did not answer within {START_TIMEOUT_S:.0f} s:\n{gateway.log()[-3000:]}")
-            time.sleep(0.5)
+    """``python -m services.gateway`` on 127.0.0.1:``port``, once it answers."""
+    env = {"FRUITS_GATEWAY_HOST": "127.0.0.1", "FRUITS_GATEWAY_PORT": str(port)}
+    gateway = Gateway(f"http://127.0.0.1:{port}", web.start_gateway(log_dir, env), log_dir / "gateway.log")
+    try:
+        web.wait_answering(gateway.process, gateway.url, gateway.log_path)
+    except RuntimeError as exc:
+        stop_gateway(gateway)
+        pytest.fail(f"{exc}:\n{gateway.log()[-3000:]}")
+    return gateway
 
 
 def stop_gateway(gateway: Gateway) -> None:
-    if gateway.process.poll() is None:
-        gateway.process.terminate()
-        try:
-            gateway.process.wait(20)
-        except subprocess.TimeoutExpired:
-            gateway.process.kill()
-            gateway.process.wait()
+    web.stop(gateway.process)
 
 
 def sse_first_event(gateway: Gateway, token: str, photo_id: str, timeout: float = 120.0) -> dict:
