@@ -39,17 +39,23 @@ class FeedbackPhoto:
     photo_id: str
     original_uri: str
     fruit_type: str
+    confirmed: bool
+    """True: the verdict confirmed the predicted type; False: it named another one."""
 
 
 @dataclass(frozen=True)
 class Selection:
     photos: list[FeedbackPhoto]
-    right: int
-    """Photos whose latest verdict confirmed the predicted type."""
-    corrected: int
-    """Photos whose latest verdict named another type."""
     left_out: dict[str, int]
     """Photos not trained on, by why."""
+
+    @property
+    def right(self) -> int:
+        return sum(p.confirmed for p in self.photos)
+
+    @property
+    def corrected(self) -> int:
+        return len(self.photos) - self.right
 
 
 def _latest(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -68,7 +74,6 @@ def select_feedback(rows: Iterable[Mapping[str, Any]], types: Collection[str]) -
     """The photos to train on from the feedback table's ``rows``: the latest verdict of each,
     labelled with the confirmed or corrected type when it is one of the catalog's ``types``."""
     photos: list[FeedbackPhoto] = []
-    right = corrected = 0
     left_out: dict[str, int] = {}
     for (_, photo_id), row in sorted(_latest(rows).items()):
         fruit_type = row["predicted_type"] if row["correct"] else row["corrected_type"]
@@ -77,11 +82,10 @@ def select_feedback(rows: Iterable[Mapping[str, Any]], types: Collection[str]) -
         elif fruit_type not in types:
             why = "a type not in the catalog"
         else:
-            photos.append(FeedbackPhoto(photo_id, row["original_uri"], fruit_type))
-            right, corrected = (right + 1, corrected) if row["correct"] else (right, corrected + 1)
+            photos.append(FeedbackPhoto(photo_id, row["original_uri"], fruit_type, row["correct"]))
             continue
         left_out[why] = left_out.get(why, 0) + 1
-    return Selection(photos, right, corrected, left_out)
+    return Selection(photos, left_out)
 
 
 def feedback_images(photos: Iterable[FeedbackPhoto], read: Callable[[str], bytes]) -> TrainingImages:

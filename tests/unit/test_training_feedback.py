@@ -24,8 +24,8 @@ def row(photo: str, correct: bool, corrected: str | None = None, predicted: str 
 def test_right_answers_keep_the_predicted_type_and_corrections_the_corrected_one():
     selection = select_feedback([row("p1", True), row("p2", False, "banana")], TYPES)
     assert selection.photos == [
-        FeedbackPhoto("p1", "s3://fruits-photos-eu/originals/p1.jpg", "apple"),
-        FeedbackPhoto("p2", "s3://fruits-photos-eu/originals/p2.jpg", "banana"),
+        FeedbackPhoto("p1", "s3://fruits-photos-eu/originals/p1.jpg", "apple", confirmed=True),
+        FeedbackPhoto("p2", "s3://fruits-photos-eu/originals/p2.jpg", "banana", confirmed=False),
     ]
     assert (selection.right, selection.corrected, selection.left_out) == (1, 1, {})
 
@@ -61,7 +61,7 @@ def test_photos_of_different_users_are_kept_apart():
 
 
 def test_feedback_images_are_read_when_featurized_and_labelled_by_type():
-    photos = [FeedbackPhoto("p1", "s3://b/p1.jpg", "apple"), FeedbackPhoto("p2", "s3://b/p2.jpg", "kiwi")]
+    photos = [FeedbackPhoto("p1", "s3://b/p1.jpg", "apple", True), FeedbackPhoto("p2", "s3://b/p2.jpg", "kiwi", False)]
     read = []
     images = feedback_images(photos, lambda uri: read.append(uri) or uri.encode())
     assert read == []
