@@ -76,8 +76,10 @@ def start_gateway(log_dir: Path, env: dict[str, str] | None = None) -> subproces
     """``python -m services.gateway`` (with ``env`` added to this environment), logging to ``log_dir``/gateway.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / "gateway.log").open("ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "services.gateway"], stdout=log, stderr=subprocess.STDOUT,
-                                cwd=PROJECT_ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
 
 
 def wait_answering(gateway: subprocess.Popen, url: str, log: Path) -> None:
@@ -91,7 +93,9 @@ def wait_answering(gateway: subprocess.Popen, url: str, log: Path) -> None:
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not answer on {url} within {GATEWAY_START_TIMEOUT_S:.0f} s; its log: {log}")
+                raise RuntimeError(
+                    f"the gateway did not answer on {url} within {GATEWAY_START_TIMEOUT_S:.0f} s; its log: {log}"
+                )
             time.sleep(0.5)
 
 
@@ -117,7 +121,8 @@ def run(settings: Settings, data: Path) -> int:
     try:
         wait_answering(gateway, url, log_dir / "gateway.log")
         token = demo_token(settings, url)
-        print(f"\nthe page:   {url}/\nyour token: {token}\n(logs in {log_dir}; Ctrl-C stops the gateway and the services)")
+        print(f"\nthe page:   {url}/\nyour token: {token}")
+        print(f"(logs in {log_dir}; Ctrl-C stops the gateway and the services)")
         while gateway.poll() is None:
             supervisor.check()
             time.sleep(1)
@@ -134,8 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE,
-                        help=f"Fruits-360 root to train on if no bundle is current (default: {FRUITS360_SAMPLE})")  # fmt: skip
+    parser.add_argument(
+        "--data", type=Path, default=FRUITS360_SAMPLE,
+        help=f"Fruits-360 root to train on if no bundle is current (default: {FRUITS360_SAMPLE})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not (PROJECT_ROOT / "services" / "gateway" / "__main__.py").is_file():
         print("error: services/gateway has no server (python -m services.gateway) in this checkout", file=sys.stderr)

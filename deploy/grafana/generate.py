@@ -140,8 +140,8 @@ GATEWAY = (
     "Fruits! — gateway",
     "Is the web page's HTTP gateway answering, how fast, and how many wait for an answer?",
     [
-        Panel("Gateway up", "1 = Prometheus scrapes the gateway.", [q('up{job="fruits", service="gateway"}', "gateway")],
-              type="stat", unit="none", width=6, height=4),
+        Panel("Gateway up", "1 = Prometheus scrapes the gateway.",
+              [q('up{job="fruits", service="gateway"}', "gateway")], type="stat", unit="none", width=6, height=4),
         Panel("In-flight requests", "HTTP requests being served now.", [q("fruits_gateway_in_flight", "in flight")],
               type="stat", unit="none", width=6, height=4),
         Panel("SSE clients", "Pages waiting for a prediction on a server-sent event stream.",

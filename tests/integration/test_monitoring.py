@@ -119,8 +119,8 @@ def test_gateway_and_feedback_panels_return_data(prometheus, gateway, traffic):
     for _ in range(2):
         for index, photo in enumerate(photos):
             # Half right, half corrected to another type than the predicted one.
-            predicted = photo["prediction"]["fruit_type"]
-            gateway.feedback(token, photo["photo_id"], None if index % 2 else ("apple" if predicted != "apple" else "pear"))
+            other = "pear" if photo["prediction"]["fruit_type"] == "apple" else "apple"
+            gateway.feedback(token, photo["photo_id"], None if index % 2 else other)
         time.sleep(3)
     queries = panel_queries("gateway")
     assert len(queries) >= 8

@@ -157,9 +157,10 @@ def send_feedback(settings: Settings, photo_ids: list[str]) -> list[Feedback]:
     versions = ModelVersions(featurizer_id="f", pca_version="p", classifier_version="c")
     records = [
         Feedback(
-            photo_id=photo_id, user_id="spark-test", region="eu", original_uri=f"s3://fruits-photos-eu/originals/{photo_id}.jpg",
-            given_at=datetime.now(timezone.utc), predicted_label="Kiwi 1", predicted_type="kiwi", correct=index % 2 == 0,
-            corrected_type=None if index % 2 == 0 else "lemon", model_versions=versions,
+            photo_id=photo_id, user_id="spark-test", region="eu", given_at=datetime.now(timezone.utc),
+            original_uri=f"s3://fruits-photos-eu/originals/{photo_id}.jpg", predicted_label="Kiwi 1",
+            predicted_type="kiwi", correct=index % 2 == 0, corrected_type=None if index % 2 == 0 else "lemon",
+            model_versions=versions,
         )
         for index, photo_id in enumerate(photo_ids)
     ]  # fmt: skip

@@ -103,9 +103,8 @@ def test_fruits_train_with_feedback_trains_the_corrected_photos(settings: Settin
         capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    assert "feedback: 2 photos (1 confirmed, 1 corrected); left out: 1 wrong, without the right type, 1 original gone" in (
-        result.stdout
-    ), result.stdout
+    left_out = "left out: 1 wrong, without the right type, 1 original gone"
+    assert f"feedback: 2 photos (1 confirmed, 1 corrected); {left_out}" in result.stdout, result.stdout
     store = ModelStore(s3_client(settings), settings.model_bucket)
     bundle = store.load(store.versions()[-1])
     assert {FEEDBACK_CLASS + "banana", FEEDBACK_CLASS + "kiwi"} <= set(bundle.classifier.labels)
