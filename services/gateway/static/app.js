@@ -57,8 +57,11 @@ function typeName(type) {
 }
 
 function percent(value) {
-  return `${Math.round(value * 100)} %`;
+  return value > 0 && value < 0.005 ? "< 1 %" : `${Math.round(value * 100)} %`;
 }
+
+// Nutrient figures arrive as float32 (74.91000366210938); the sources give at most two decimals.
+const figure = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
 
 function varietyName(label) {
   return label.replace(/\s+\d+$/, ""); // Fruits-360's class names end in a number
@@ -454,7 +457,7 @@ function renderFruit(fruit) {
     th.textContent = name;
     row.append(th);
     const value = fruit.nutrition ? fruit.nutrition[key] : null;
-    row.insertCell().textContent = value === null || value === undefined ? "—" : `${value} ${unit}`;
+    row.insertCell().textContent = value === null || value === undefined ? "—" : `${figure.format(value)} ${unit}`;
   }
   $("storage-advice").textContent = fruit.storage_advice || "—";
   const sources = $("sources");
