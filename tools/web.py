@@ -68,6 +68,7 @@ def demo_token(settings: Settings, url: str) -> str:
     token = add_user(f"demo-{uuid.uuid4().hex[:6]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
+    path.chmod(0o600)  # a token saved before may have been readable by others
     path.write_text(token + "\n")
     return token
 
@@ -117,8 +118,9 @@ def run(settings: Settings, data: Path) -> int:
     # SIGTERM stops everything like Ctrl-C does, instead of orphaning the services.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     supervisor = Supervisor(start_services(log_dir), log_dir)
-    gateway = start_gateway(log_dir)
+    gateway = None
     try:
+        gateway = start_gateway(log_dir)
         wait_answering(gateway, url, log_dir / "gateway.log")
         token = demo_token(settings, url)
         print(f"\nthe page:   {url}/\nyour token: {token}")
@@ -131,7 +133,8 @@ def run(settings: Settings, data: Path) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        stop(gateway)
+        if gateway is not None:
+            stop(gateway)
         stop_services(supervisor.services)
 
 
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return run(get_settings(), args.data)
-    except (RuntimeError, ConnectionError) as exc:
+    except (RuntimeError, OSError) as exc:  # OSError: ConnectionError, an HTTP error of the gateway
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
