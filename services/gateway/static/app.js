@@ -317,6 +317,7 @@ async function send(file) {
     handle(error, $("upload-error"));
   } finally {
     $("photo-input").value = "";
+    $("file-input").value = "";
   }
 }
 
@@ -562,7 +563,9 @@ function wireDropZone() {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", () => logOut());
-  $("photo-input").addEventListener("change", (event) => send(event.target.files[0]));
+  for (const id of ["photo-input", "file-input"]) {
+    $(id).addEventListener("change", (event) => send(event.target.files[0]));
+  }
   $("feedback-right").addEventListener("click", () => giveFeedback(null));
   $("feedback-wrong").addEventListener("click", onWrong);
   $("feedback").addEventListener("submit", onSendCorrection);
