@@ -32,7 +32,7 @@ from core.manifest import Manifest, TrainedOn
 from core.recipe import TrainingRows
 from core.records import Feedback, ModelVersions, encode_record
 from core.model import ModelBundle, ModelStore, PcaStats, new_version
-from tools.services import start_service, stop_service, wait_ready
+from tools.services import free_port_offset, start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from tools.stack import provision_servers
@@ -46,7 +46,6 @@ pytestmark = pytest.mark.integration
 N = 60  # photos; the job refits the PCA after the first half
 CLASSES = ("Banana 1", "Kiwi 1", "Lemon 1", "Strawberry 1")
 DIM = 1280
-METRICS_PORT_OFFSET = 300  # apart from the other tests' services and a running demo
 JOB_START_TIMEOUT_S = 300.0  # four queries starting on local[2], on a busy machine
 
 
@@ -212,14 +211,15 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         producer.poll(0)
 
     logs = tmp_path / "logs"
-    services = {name: start_service(name, logs, port_offset=METRICS_PORT_OFFSET) for name in ("reduce", "predict")}
+    offset = free_port_offset(300)  # apart from the other tests' services, a running demo, another checkout's tests
+    services = {name: start_service(name, logs, port_offset=offset) for name in ("reduce", "predict")}
     job = SparkJob(tmp_path / "streaming_job.log")
     (tmp_path / "prometheus").mkdir()
     cleanup = ExitStack()
     try:
         prometheus_url = cleanup.enter_context(running_prometheus(
             tmp_path / "prometheus",
-            lambda service, port: job.metrics_port if service == "spark" else port + METRICS_PORT_OFFSET,
+            lambda service, port: job.metrics_port if service == "spark" else port + offset,
         ))  # fmt: skip
         for service in services.values():
             wait_ready(service)
