@@ -11,13 +11,14 @@ LOCK := requirements/lock.txt
 PROMETHEUS_PORT ?= 19090
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup lock up down status demo test unit-test integration-test bench train services clean \
-	prometheus prometheus-install monitor monitor-down bench-metrics spark-jars train-spark spark-streaming
+.PHONY: help setup lock up down status demo test unit-test integration-test bench train services clean web \
+	prometheus prometheus-install chromium chromium-install monitor monitor-down bench-metrics spark-jars train-spark \
+	spark-streaming
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed $(KAFKA_JARS) $(SPARK_JARS) prometheus  ## create the venv, fetch the Kafka and Spark jars, install Prometheus (once)
+setup: $(VENV)/.installed $(KAFKA_JARS) $(SPARK_JARS) prometheus chromium  ## create the venv, fetch the Kafka and Spark jars, install Prometheus and Chromium (once)
 
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || $(MAKE) --no-print-directory prometheus-install
@@ -30,6 +31,13 @@ prometheus-install:  ## install Prometheus and promtool from Debian's package (i
 	-@if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then \
 		$(SUDO) systemctl disable --now prometheus; \
 	elif [ -x /etc/init.d/prometheus ]; then $(SUDO) /etc/init.d/prometheus stop >/dev/null 2>&1; fi; true
+
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || $(MAKE) --no-print-directory chromium-install
+
+chromium-install:  ## install Debian's chromium and chromedriver: the browser test (tests/integration/test_web.py) drives them
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 
 # The locked versions first (hash-checked), then the project itself, which adds nothing else
 # (`pip check` fails if pyproject.toml asks for something the lock lacks: run `make lock`).
@@ -79,6 +87,9 @@ train-spark: up  ## train with Spark (FRUITS_SPARK_MASTER): pack the training se
 
 spark-streaming: up  ## run the Spark streaming job (Parquet lake + live PCA updates) in the foreground
 	$(PY) -m spark.streaming_job
+
+web: up  ## the web page: train if needed, start the services and the gateway, print the URL and a demo token; Ctrl-C stops
+	$(PY) -m tools.web --data $(DATA)
 
 services: up  ## run the five services in the foreground
 	$(VENV)/bin/fruits services

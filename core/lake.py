@@ -5,12 +5,13 @@ Layout, under ``s3://<lake bucket>/<lake prefix>/`` (see the README, "Spark")::
     features/date=YYYY-MM-DD/batch_id=N/part-*.parquet              PhotoFeatures + Kafka coordinates
     reduced/date=YYYY-MM-DD/batch_id=N/part-*.parquet               ReducedFeatures + Kafka coordinates
     predictions/date=YYYY-MM-DD/label=L/batch_id=N/part-*.parquet   Prediction + Kafka coordinates
+    feedback/date=YYYY-MM-DD/batch_id=N/part-*.parquet              Feedback (date: given_at) + Kafka coordinates
     rejected/topic=T/date=YYYY-MM-DD/batch_id=N/part-*.parquet      records that did not decode, raw bytes
     training_features/version=V/part-*.parquet                      label, features, source, featurizer_id
     training_images/<split>/part-*.parquet, _manifest.json          the Spark trainer's packed images
     _checkpoints/<query>/                                          the streaming job's checkpoints (+ PCA state)
 
-The streaming job writes the first four; both trainers write ``training_features``
+The streaming job writes the first five; both trainers write ``training_features``
 (the labelled set a bundle's classifier was trained on; the bundle's manifest names it),
 which is what the streaming job retrains the classifier on when it publishes a new PCA.
 The Spark jobs use ``s3a://`` URIs for the same objects.
@@ -31,6 +32,7 @@ from core.settings import Settings
 FEATURES = "features"
 REDUCED = "reduced"
 PREDICTIONS = "predictions"
+FEEDBACK = "feedback"
 REJECTED = "rejected"
 TRAINING_FEATURES = "training_features"
 CHECKPOINTS = "_checkpoints"

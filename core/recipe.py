@@ -70,9 +70,12 @@ class Labelled:
 
 
 FRUITS360, GROCERYSTORE, SYNTHETIC, EMPTY_SCENE, AUGMENTED = "fruits360", "grocerystore", "synthetic", "empty", "augmented"
+FEEDBACK = "feedback"
 """Where a training row comes from: a Fruits-360 specimen, a real photo of a photo set (its own
 class, or NOT_OURS), a synthetic photo made of specimens, a scene without fruit (NOT_OURS), an
-augmented copy of a real photo (its source: the photo's source + ``COPY_MARK`` + a number)."""
+augmented copy of a real photo (its source: the photo's source + ``COPY_MARK`` + a number), a
+user's photo with the type their feedback gave it (class ``FEEDBACK_CLASS`` + type)."""
+FEEDBACK_CLASS = "FB:"
 COPY_MARK = "#copy"
 
 

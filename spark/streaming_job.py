@@ -1,6 +1,6 @@
 """The streaming job: ``python -m spark.streaming_job`` (settings: FRUITS_* variables).
 
-One Structured Streaming query per topic (features, reduced, predictions), each with
+One Structured Streaming query per topic (features, reduced, predictions, feedback), each with
 its own checkpoint under ``FRUITS_SPARK_CHECKPOINT_LOCATION``, reading Kafka
 ``read_committed`` (the services write transactionally). Each micro-batch is decoded and
 written to its lake table in ``foreachBatch`` as plain Parquet partitioned by date (and
@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 
 from core import lake, metrics
-from core.avro import PHOTO_FEATURES, PREDICTION, REDUCED_FEATURES
+from core.avro import FEEDBACK, PHOTO_FEATURES, PREDICTION, REDUCED_FEATURES
 from core.featurizer import model_id
 from core.model import ModelStore
 from core.s3 import s3_client
@@ -45,6 +45,8 @@ class Table:
     topic: str
     avro_type: str
     partitions: tuple[str, ...]
+    date_field: str = "received_at"
+    """The record's time whose UTC day is the ``date`` partition."""
 
 
 def tables(settings: Settings) -> list[Table]:
@@ -52,6 +54,7 @@ def tables(settings: Settings) -> list[Table]:
         Table(lake.FEATURES, settings.topic_features, PHOTO_FEATURES, ("date",)),
         Table(lake.REDUCED, settings.topic_reduced, REDUCED_FEATURES, ("date",)),
         Table(lake.PREDICTIONS, settings.topic_predictions, PREDICTION, ("date", "label")),
+        Table(lake.FEEDBACK, settings.topic_feedback, FEEDBACK, ("date",), date_field="given_at"),
     ]
 
 
@@ -86,7 +89,7 @@ class LakeSink:
             counts = {row[0]: row[1] for row in decoded.groupBy(transforms.ERROR).count().collect()}
             good = counts.pop(None, 0)
             if good:
-                rows = transforms.with_batch_id(transforms.lake_rows(decoded), batch_id)
+                rows = transforms.with_batch_id(transforms.lake_rows(decoded, self.table.date_field), batch_id)
                 overwrite_partitions(rows, self.path, self.table.partitions)
             if counts:
                 log.warning("%s: batch %d: rejected %s", self.table.topic, batch_id, counts)
@@ -95,7 +98,7 @@ class LakeSink:
             log.info("%s: batch %d: %d rows → %s", self.table.topic, batch_id, good, self.path)
             metrics.SPARK_ROWS_WRITTEN.labels(self.table.name).inc(good)
             if self.after is not None and good:
-                self.after(transforms.lake_rows(decoded), batch_id)
+                self.after(transforms.lake_rows(decoded, self.table.date_field), batch_id)
         finally:
             decoded.unpersist()
 

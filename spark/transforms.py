@@ -81,11 +81,12 @@ def decode_kafka(kafka: DataFrame, type_name: str) -> DataFrame:
     return decoded.withColumn(ERROR, _error_class(value, headers, F.col(f"record.{first_field}")))
 
 
-def lake_rows(decoded: DataFrame) -> DataFrame:
-    """The decoded records as lake rows: record fields, Kafka coordinates and ``date``
-    (UTC day of ``received_at``, the photo event's time: the same for a photo in every table)."""
+def lake_rows(decoded: DataFrame, date_field: str = "received_at") -> DataFrame:
+    """The decoded records as lake rows: record fields, Kafka coordinates and ``date``, the
+    UTC day of ``date_field``: ``received_at``, the photo event's time (the same for a photo
+    in every pipeline table), or ``given_at`` for feedback."""
     return decoded.where(F.col(ERROR).isNull()).select(
-        "record.*", *KAFKA_COLUMNS, F.to_date("record.received_at").alias("date")
+        "record.*", *KAFKA_COLUMNS, F.to_date(f"record.{date_field}").alias("date")
     )
 
 

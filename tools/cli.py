@@ -120,6 +120,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     client = s3_client(settings)
     check_bucket(client, settings.model_bucket, settings.s3_endpoint_url)  # before minutes of featurizing
     check_bucket(client, settings.lake_bucket, settings.s3_endpoint_url)  # the labelled features go there
+    if args.with_feedback and args.engine == "spark":
+        raise SystemExit("fruits train: --with-feedback trains with the local engine only (drop --engine spark)")
+    feedback = None
+    if args.with_feedback:
+        from training.feedback import from_lake
+
+        feedback, selection = from_lake(settings)
+        left_out = ", ".join(f"{count} {why}" for why, count in selection.left_out.items()) or "none"
+        print(f"feedback: {len(selection.photos)} photos ({selection.right} confirmed, {selection.corrected} "
+              f"corrected); left out: {left_out}")  # fmt: skip
     data = TrainingData(
         args.data_dir,
         grocerystore=None if args.no_grocerystore else args.grocerystore,
@@ -128,6 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augmented_copies=args.augmented_copies,
         per_class=args.per_class,
         seed=args.seed,
+        feedback=feedback,
     )
     if args.engine == "spark":
         from spark.train_job import train_with_spark  # needs the `spark` extra and `make spark-jars`
@@ -316,6 +327,12 @@ def add_train(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--per-class", type=positive_int, help="use at most this many training images per class (quick runs)"
     )
+    train.add_argument(
+        "--with-feedback", action="store_true",
+        help="also train on users' photos with the fruit type their feedback gave them (the lake's feedback table, "
+        "latest verdict per photo: confirmed or corrected); the originals are read from their region buckets as this "
+        "command's identity, only their features leave the region (README: Using it; local engine)",
+    )  # fmt: skip
     train.add_argument("--no-evaluate", action="store_true", help="skip scoring the Test split")
     train.add_argument("--no-publish", action="store_true", help="store the bundle without making it current")
     train.add_argument(

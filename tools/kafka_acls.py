@@ -78,7 +78,7 @@ class Grant:
 def lake_topics(settings: Settings) -> list[str]:
     """The topics the Spark streaming job reads (``spark.streaming_job.tables``; a unit test
     keeps the two in step)."""
-    return [settings.topic_features, settings.topic_reduced, settings.topic_predictions]
+    return [settings.topic_features, settings.topic_reduced, settings.topic_predictions, settings.topic_feedback]
 
 
 def rights(settings: Settings) -> dict[str, list[Grant]]:

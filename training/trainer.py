@@ -78,6 +78,8 @@ class TrainingData:
     per_class: int | None = None
     """At most this many Fruits-360 images per class (quick runs)."""
     seed: int = 0
+    feedback: TrainingImages | None = None
+    """Users' photos labelled by their feedback (``training.feedback``)."""
 
     def describe(self) -> str:
         parts = [str(self.fruits360)]
@@ -89,6 +91,8 @@ class TrainingData:
             parts.append(f"{self.synthetic_per_class} synthetic photos per class (seed {self.seed})")
         if self.empty_scenes:
             parts.append(f"{self.empty_scenes} empty scenes")
+        if self.feedback is not None:
+            parts.append(f"{len(self.feedback.images)} photos labelled by users' feedback")
         return " + ".join(parts)
 
 
@@ -219,6 +223,8 @@ def training_images(data: TrainingData) -> TrainingImages:
         backgrounds = [Path(s) for s in photos.rows.sources]
     if data.synthetic_per_class or data.empty_scenes:
         parts.append(synthetic_images(data, backgrounds))
+    if data.feedback is not None:
+        parts.append(data.feedback)
     return TrainingImages(
         [image for part in parts for image in part.images], functools.reduce(operator.add, (p.rows for p in parts))
     )

@@ -122,11 +122,85 @@ MODEL = (
               "left is the drift signal.",
               [q("sum by (le) (rate(fruits_prediction_confidence_bucket[5m]))", "{{le}}", "heatmap")],
               type="heatmap", unit="short"),
+        Panel("Live accuracy from feedback", "Share of users' verdicts (Right / Wrong — it is …, from the web "
+              "page) that say the predicted fruit type was right, over the last hour; 0 when every verdict was wrong.",
+              [q('sum(rate(fruits_feedback_total{verdict="right"}[1h])) / sum(rate(fruits_feedback_total[1h])) '
+                 "or 0 * sum(rate(fruits_feedback_total[1h]))", "accuracy (feedback, 1 h)")],
+              unit="percentunit"),
+        Panel("Accuracy from feedback per fruit type", "The same per predicted fruit type: a type users correct "
+              "often is where the model needs more photos (fruits train --with-feedback).",
+              [q('sum by (fruit_type) (rate(fruits_feedback_total{verdict="right"}[1h])) '
+                 "/ sum by (fruit_type) (rate(fruits_feedback_total[1h])) "
+                 "or 0 * sum by (fruit_type) (rate(fruits_feedback_total[1h]))", "{{fruit_type}}", "table")],
+              type="bargauge", unit="percentunit", options={"orientation": "horizontal", "displayMode": "gradient"}),
+        Panel("Feedback per second", "Verdicts users give, right and wrong (5 min rate).",
+              [q("sum by (verdict) (rate(fruits_feedback_total[5m]))", "{{verdict}}")], unit="reqps"),
         Panel("Confidence median and low-confidence share", "Median confidence, and the share of predictions "
               "under 0.5.",
               [q("histogram_quantile(0.5, sum by (le) (rate(fruits_prediction_confidence_bucket[5m])))", "median"),
                q('sum(rate(fruits_prediction_confidence_bucket{le="0.5"}[5m])) '
                  "/ sum(rate(fruits_prediction_confidence_count[5m]))", "share < 0.5")], unit="percentunit"),
+    ],
+)
+
+GATEWAY = (
+    "fruits-gateway",
+    "Fruits! — gateway",
+    "Is the web page's HTTP gateway answering, how fast, and how many wait for an answer?",
+    [
+        Panel("Gateway up", "1 = Prometheus scrapes the gateway.",
+              [q('up{job="fruits", service="gateway"}', "gateway")], type="stat", unit="none", width=6, height=4),
+        Panel("In-flight requests", "HTTP requests being served now.", [q("fruits_gateway_in_flight", "in flight")],
+              type="stat", unit="none", width=6, height=4),
+        Panel("SSE clients", "Pages waiting for a prediction on a server-sent event stream.",
+              [q("fruits_gateway_sse_clients", "SSE clients")], type="stat", unit="none", width=6, height=4),
+        Panel("Error share", "Share of requests answered 5xx (5 min rate).",
+              [q('(sum(rate(fruits_gateway_requests_total{status=~"5.."}[5m])) or vector(0)) '
+                 "/ sum(rate(fruits_gateway_requests_total[5m]))", "5xx share")],
+              type="stat", unit="percentunit", width=6, height=4),
+        Panel("Requests by status", "Requests per second by HTTP status (1 min rate): 401 is a bad token, "
+              "413/415 a refused photo, 429/503 the gateway shedding load.",
+              [q("sum by (status) (rate(fruits_gateway_requests_total[1m]))", "{{status}}")], unit="reqps"),
+        Panel("Requests by route", "Requests per second by route and method (1 min rate).",
+              [q("sum by (route, method) (rate(fruits_gateway_requests_total[1m]))", "{{method}} {{route}}")],
+              unit="reqps"),
+        Panel("Latency p50 and p99", "Time to answer a request, all routes (5 min); an SSE stream counts until "
+              "its prediction arrives.",
+              [q("histogram_quantile(0.5, sum by (le) (rate(fruits_gateway_request_seconds_bucket[5m])))", "p50"),
+               q("histogram_quantile(0.99, sum by (le) (rate(fruits_gateway_request_seconds_bucket[5m])))", "p99")],
+              unit="s"),
+        Panel("Latency p99 by route", "Which route is slow (5 min).",
+              [q("histogram_quantile(0.99, sum by (route, le) (rate(fruits_gateway_request_seconds_bucket[5m])))",
+                 "{{route}}")], unit="s"),
+    ],
+)
+
+SPARK = (
+    "fruits-spark",
+    "Fruits! — Spark streaming job",
+    "Does the streaming job keep up, what does it land in the lake, and which PCA did it publish?",
+    [
+        Panel("Driver up", "1 = Prometheus scrapes the streaming job's driver.",
+              [q('up{job="fruits", service="spark"}', "driver")], type="stat", unit="none", width=6, height=4),
+        Panel("Published PCA", "Version of the last PCA the job published (refitted from the stream).",
+              [q('max by (version) (fruits_model_info{stage="spark", kind="pca"})', "{{version}}")],
+              type="stat", unit="none", width=6, height=4, options={"textMode": "name"}),
+        Panel("Explained variance of the published PCA", "Share of the feature variance its k components keep.",
+              [q('fruits_pca_explained_variance_ratio{service="spark"}', "explained variance")],
+              type="stat", unit="percentunit", width=6, height=4),
+        Panel("Components of the published PCA", "k of the PCA the job published.",
+              [q('fruits_pca_components{service="spark"}', "k")], type="stat", unit="none", width=6, height=4),
+        Panel("Micro-batch duration p95", "Trigger execution time of each query's micro-batches (5 min): above "
+              "FRUITS_LAKE_TRIGGER_SECONDS, the job falls behind.",
+              [q("histogram_quantile(0.95, sum by (query, le) (rate(fruits_spark_batch_duration_seconds_bucket[5m])))",
+                 "{{query}}")], unit="s"),
+        Panel("Input rate per query", "Rows per second each query read in its last micro-batch.",
+              [q("fruits_spark_input_rows_per_second", "{{query}}")], unit="reqps"),
+        Panel("Rows written per table", "Rows landed in each lake table per second (5 min rate; a replayed "
+              "micro-batch counts again).",
+              [q("sum by (table) (rate(fruits_spark_rows_written_total[5m]))", "{{table}}")], unit="reqps"),
+        Panel("PCA refits", "Bundles the job refitted in the last day: promoted, or held back as candidates.",
+              [q("sum by (outcome) (increase(fruits_pca_refits_total[1d]))", "{{outcome}}")], unit="short"),
     ],
 )
 
@@ -207,7 +281,7 @@ def render() -> dict[str, str]:
     """File name → JSON text of every dashboard."""
     return {
         f"{uid}.json": json.dumps(dashboard_json(uid, title, description, panels), indent=2, ensure_ascii=False) + "\n"
-        for uid, title, description, panels in (PIPELINE, MODEL, RESOURCES)
+        for uid, title, description, panels in (PIPELINE, MODEL, GATEWAY, SPARK, RESOURCES)
     }
 
 

@@ -1,26 +1,28 @@
-"""Monitoring, proven on a real Prometheus: it scrapes the five services (with the repo's
-scrape config, retargeted, and its rule files) while photos flow; then every Grafana
-panel's PromQL and every recording rule must return data, and stopping predict must
-raise its alert."""
+"""Monitoring, proven on a real Prometheus: it scrapes the five services and the gateway
+(with the repo's scrape config, retargeted, and its rule files) while photos flow; then
+every Grafana panel's PromQL and every recording rule must return data, and stopping
+predict must raise its alert. The Spark driver's panels are checked by test_spark_streaming,
+where the driver runs."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.integration import as_identity
 from core.photos import new_photo_id
+from tests.integration.gateway import Gateway, add_user, needs_gateway, sse_first_event, start_gateway, stop_gateway
+from tests.integration.prometheus import PROMETHEUS_DIR, panel_queries, report, running_prometheus, without_data
 from tools.client import PhotoSender
 from tools.roundtrip import round_trip
 from core.metrics import STAGE_PORTS
-from tools.stack.prometheus_server import prometheus_argv, query, ready
+from tools.stack.prometheus_server import query
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_service, stop_services
 from core.settings import PROJECT_ROOT, Settings
 from tools.stack.supervisor import free_port_block
@@ -35,9 +37,8 @@ pytestmark = [
 ]
 
 DATA = PROJECT_ROOT.parent / "shared" / "data" / "fruits360"
-PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
-DASHBOARDS = sorted((PROJECT_ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 BAD_PHOTOS = 3
+GATEWAY_PHOTOS = 6
 
 
 @pytest.fixture(scope="module")
@@ -59,48 +60,28 @@ def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
         stop_services(running)
 
 
-def scrape_config(tmp: Path, port_offset: int) -> Path:
-    """The repo's prometheus.yml with the services' test ports, 1 s scrapes and evaluations,
-    and the repo's rule files."""
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
-    config["rule_files"] = [str(PROMETHEUS_DIR / path) for path in config["rule_files"]]
-    for job in config["scrape_configs"]:
-        for group in job["static_configs"]:
-            group["targets"] = [
-                f"{host}:{int(port) + port_offset}" for host, port in (t.rsplit(":", 1) for t in group["targets"])
-            ]
-    path = tmp / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
+@pytest.fixture(scope="module")
+def gateway_port() -> int:
+    return free_port_block(1)
 
 
 @pytest.fixture(scope="module")
-def prometheus(services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("prometheus")
+def prometheus(services, gateway_port, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     offset = services["ingest"].metrics_port - STAGE_PORTS["ingest"]
-    port = free_port_block(1)
-    url = f"http://127.0.0.1:{port}"
-    log = tmp / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            prometheus_argv(scrape_config(tmp, offset), tmp / "data", port), stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not ready(url):
-            assert process.poll() is None, f"prometheus exited: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"prometheus not ready after 60 s: {log.read_text()[-2000:]}"
-            time.sleep(0.5)
+    with running_prometheus(
+        tmp_path_factory.mktemp("prometheus"),
+        lambda service, port: gateway_port if service == "gateway" else port + offset,
+    ) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def gateway(services, gateway_port, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    running = start_gateway(tmp_path_factory.mktemp("gateway"), gateway_port)
+    try:
+        yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_gateway(running)
 
 
 @pytest.fixture(scope="module")
@@ -115,31 +96,37 @@ def traffic(settings, prometheus) -> None:
     assert result.missing() == [], f"{len(result.missing())} of {len(photos)} photos got no prediction"
 
 
-def panel_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every target of every dashboard panel."""
-    return [
-        (f"{path.name} / {panel['title']} / {target['refId']}", target["expr"])
-        for path in DASHBOARDS
-        for panel in json.loads(path.read_text())["panels"]
-        for target in panel["targets"]
-    ]
-
-
-def recording_rules() -> list[tuple[str, str]]:
+def recording_rules() -> dict[str, str]:
     rules = yaml.safe_load((PROMETHEUS_DIR / "rules" / "recording.yml").read_text())
-    return [(f"recording rule {r['record']}", r["record"]) for g in rules["groups"] for r in g["rules"]]
+    return {f"recording rule {r['record']}": r["record"] for g in rules["groups"] for r in g["rules"]}
 
 
 def test_every_dashboard_panel_and_recording_rule_returns_data(prometheus, traffic):
-    queries = panel_queries() + recording_rules()
+    queries = panel_queries("services") | recording_rules()
     assert len(queries) > 20
-    empty = dict(queries)
-    deadline = time.monotonic() + 60  # rates need two scrapes, recording rules an evaluation
-    while empty and time.monotonic() < deadline:
-        empty = {where: expr for where, expr in empty.items() if not query(prometheus, expr)}
-        if empty:
-            time.sleep(1)
-    assert not empty, "no data for:\n" + "\n".join(f"  {where}: {expr}" for where, expr in empty.items())
+    empty = without_data(prometheus, queries)
+    assert not empty, report(empty)
+
+
+@needs_gateway
+def test_gateway_and_feedback_panels_return_data(prometheus, gateway, traffic):
+    """Photos through the gateway, one watched on its event stream, and users' verdicts in two
+    rounds a few scrapes apart (so that the feedback counters' rates see them grow)."""
+    token = add_user(f"monitoring-{uuid.uuid4().hex[:6]}")
+    paths = list_images(DATA / "Test", per_class=1).paths[:GATEWAY_PHOTOS]
+    photo_ids = [gateway.post_photo(token, path) for path in paths]
+    assert sse_first_event(gateway, token, photo_ids[0])["status"] == "done"
+    photos = [gateway.wait_done(token, photo_id) for photo_id in photo_ids]
+    for _ in range(2):
+        for index, photo in enumerate(photos):
+            # Half right, half corrected to another type than the predicted one.
+            other = "pear" if photo["prediction"]["fruit_type"] == "apple" else "apple"
+            gateway.feedback(token, photo["photo_id"], None if index % 2 else other)
+        time.sleep(3)
+    queries = panel_queries("gateway")
+    assert len(queries) >= 8
+    empty = without_data(prometheus, queries)
+    assert not empty, report(empty) + f"\ngateway log:\n{gateway.log()[-2000:]}"
 
 
 def alerts(url: str) -> list[dict]:

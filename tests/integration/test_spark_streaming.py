@@ -1,7 +1,8 @@
 """The Spark streaming job on real Kafka, real SeaweedFS and Spark local[2]: feature,
 reduced and prediction records of N photos land in the Parquet lake exactly once, even
-when the job is SIGKILLed and restarted mid-stream; the job publishes a new PCA (with
-a classifier retrained for it) and the running reduce service switches to it."""
+when the job is SIGKILLed and restarted mid-stream, and so do users' feedback records; the
+job publishes a new PCA (with a classifier retrained for it) and the running reduce service
+switches to it. A real Prometheus scrapes the driver: every Spark dashboard panel has data."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,22 +30,23 @@ from core.featurizer import model_id
 from core.kafka import producer_config
 from core.manifest import Manifest, TrainedOn
 from core.recipe import TrainingRows
+from core.records import Feedback, ModelVersions, encode_record
 from core.model import ModelBundle, ModelStore, PcaStats, new_version
-from tools.services import start_service, stop_service, wait_ready
+from tools.services import free_port_offset, start_service, stop_service, wait_ready
 from core.s3 import s3_client
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from tools.stack import provision_servers
 from tools.stack.supervisor import free_port_block
 from core.model import fit_classifier
 from tests.integration import as_identity
+from tests.integration.prometheus import panel_queries, report, running_prometheus, without_data
 
 pytestmark = pytest.mark.integration
 
 N = 60  # photos; the job refits the PCA after the first half
 CLASSES = ("Banana 1", "Kiwi 1", "Lemon 1", "Strawberry 1")
 DIM = 1280
-METRICS_PORT_OFFSET = 300  # apart from the other tests' services and a running demo
-JOB_START_TIMEOUT_S = 180.0
+JOB_START_TIMEOUT_S = 300.0  # four queries starting on local[2], on a busy machine
 
 
 def synthetic_features(rng: np.random.Generator, labels: list[str], centres: np.ndarray) -> np.ndarray:
@@ -63,6 +66,7 @@ def settings(stack: Settings) -> Iterator[Settings]:
         "FRUITS_TOPIC_FEATURES": f"sparktest-{run}.features",
         "FRUITS_TOPIC_REDUCED": f"sparktest-{run}.reduced",
         "FRUITS_TOPIC_PREDICTIONS": f"sparktest-{run}.predictions",
+        "FRUITS_TOPIC_FEEDBACK": f"sparktest-{run}.feedback",
         "FRUITS_TOPIC_DEAD_LETTER": f"sparktest-{run}.dead-letter",
         "FRUITS_MODEL_BUCKET": f"sparktest-{run}-models",
         "FRUITS_LAKE_PREFIX": f"sparktest-{run}",
@@ -147,6 +151,25 @@ def row_count(settings: Settings, table: str) -> int:
     return 0 if data is None else data.num_rows
 
 
+def send_feedback(settings: Settings, photo_ids: list[str]) -> list[Feedback]:
+    """A verdict on each photo, as the gateway writes them (as admin here: the test plays it)."""
+    versions = ModelVersions(featurizer_id="f", pca_version="p", classifier_version="c")
+    records = [
+        Feedback(
+            photo_id=photo_id, user_id="spark-test", region="eu", given_at=datetime.now(timezone.utc),
+            original_uri=f"s3://fruits-photos-eu/originals/{photo_id}.jpg", predicted_label="Kiwi 1",
+            predicted_type="kiwi", correct=index % 2 == 0, corrected_type=None if index % 2 == 0 else "lemon",
+            model_versions=versions,
+        )
+        for index, photo_id in enumerate(photo_ids)
+    ]  # fmt: skip
+    producer = Producer(producer_config(settings, **{"enable.idempotence": True}))
+    for record in records:
+        producer.produce(settings.topic_feedback, key=record.photo_id.encode(), value=encode_record(record))
+    assert producer.flush(30) == 0, "feedback records not delivered"
+    return records
+
+
 def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: Path) -> None:
     admin = settings.acting_as("admin")
     rng = np.random.default_rng(7)
@@ -188,9 +211,16 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         producer.poll(0)
 
     logs = tmp_path / "logs"
-    services = {name: start_service(name, logs, port_offset=METRICS_PORT_OFFSET) for name in ("reduce", "predict")}
+    offset = free_port_offset(300)  # apart from the other tests' services, a running demo, another checkout's tests
+    services = {name: start_service(name, logs, port_offset=offset) for name in ("reduce", "predict")}
     job = SparkJob(tmp_path / "streaming_job.log")
+    (tmp_path / "prometheus").mkdir()
+    cleanup = ExitStack()
     try:
+        prometheus_url = cleanup.enter_context(running_prometheus(
+            tmp_path / "prometheus",
+            lambda service, port: job.metrics_port if service == "spark" else port + offset,
+        ))  # fmt: skip
         for service in services.values():
             wait_ready(service)
         job.start()
@@ -198,6 +228,7 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         for index in range(half):
             send(index)
         producer.flush(30)
+        feedback = send_feedback(admin, photo_ids[:4])
 
         # The job counts the first half, refits the PCA and publishes it with a retrained classifier.
         v1 = wait_for("a PCA published by the streaming job",
@@ -236,8 +267,12 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         job.check_alive()
         # The restarted driver's /metrics; it records the PCA just after publishing it.
         driver_metrics = wait_for("the driver's PCA metrics", lambda: v2 in (page := job.metrics()) and page, 30, job)
+        wait_for("the feedback in the lake", lambda: row_count(settings, lake.FEEDBACK) >= len(feedback), 60, job)
+        empty = without_data(prometheus_url, panel_queries("spark"))
+        assert not empty, report(empty)
     finally:
         job.stop()
+        cleanup.close()
         for service in services.values():
             stop_service(service)
 
@@ -248,6 +283,14 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         assert sorted(row["photo_id"] for row in data) == sorted(photo_ids), table
         assert all(str(row["date"]) == str(row["received_at"])[:10] for row in data), "date: received_at's UTC day"
     assert lake.read_table(admin, lake.REJECTED) is None
+    landed = {row["photo_id"]: row for row in lake.read_table(admin, lake.FEEDBACK).to_pylist()}
+    assert len(landed) == len(feedback) == lake.read_table(admin, lake.FEEDBACK).num_rows
+    for record in feedback:
+        row = landed[record.photo_id]
+        assert (row["correct"], row["corrected_type"], row["predicted_type"]) == (
+            record.correct, record.corrected_type, record.predicted_type
+        )
+        assert str(row["date"]) == record.given_at.strftime("%Y-%m-%d"), "date: given_at's UTC day"
 
     reduced = {row["photo_id"]: row for row in lake.read_table(admin, lake.REDUCED).to_pylist()}
     later = photo_ids[half:]
@@ -262,7 +305,8 @@ def test_lake_exactly_once_and_live_pca_hot_swap(settings: Settings, tmp_path: P
         Bucket=settings.lake_bucket, Prefix=lake.lake_key(settings, lake.PREDICTIONS) + "/")["Contents"]]  # fmt: skip
     assert any("/label=Kiwi 1/" in key for key in keys), keys[:5]
     assert store.load_manifest(v2).pca.stream.rows == N
-    # The driver's metrics: progress of every query, rows written, the PCA it published.
+    # The restarted driver's metrics: progress of the queries it got data for, rows written, the
+    # PCA it published (the feedback landed before the kill: in the first driver's metrics).
     for query in ("lake-features", "lake-reduced", "lake-predictions"):
         assert f'fruits_spark_batch_duration_seconds_count{{query="{query}"}}' in driver_metrics, query
     written = re.findall(r'fruits_spark_rows_written_total\{table="(\w+)"\} (\S+)', driver_metrics)

@@ -21,6 +21,8 @@ GRAFANA = PROJECT_ROOT / "deploy" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 SCRAPE_CONFIGS = [PROMETHEUS / "prometheus.yml", PROMETHEUS / "prometheus-compose.yml"]
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.yml"))
+GATEWAY_PORT = 18080
+"""FRUITS_GATEWAY_PORT's default: the gateway serves its /metrics on its own port."""
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,
@@ -76,7 +78,10 @@ def test_scrape_configs_scrape_every_service_on_its_port_with_the_rules(config):
     assert job["job_name"] == "fruits"
     targets = {group["labels"]["service"]: group["targets"] for group in job["static_configs"]}
     host = "127.0.0.1" if config.name == "prometheus.yml" else None
-    assert targets == {name: [f"{host or name}:{port}"] for name, port in STAGE_PORTS.items()}
+    expected = {name: [f"{host or name}:{port}"] for name, port in STAGE_PORTS.items()}
+    if config.name == "prometheus.yml":  # the compose file has no gateway container
+        expected["gateway"] = [f"127.0.0.1:{GATEWAY_PORT}"]
+    assert targets == expected
 
 
 def test_dashboards_are_what_the_generator_writes():
@@ -87,7 +92,9 @@ def test_dashboards_are_what_the_generator_writes():
 def test_dashboards_are_well_formed():
     datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     (source,) = datasource["datasources"]
-    assert {path.stem for path in DASHBOARDS} == {"fruits-pipeline", "fruits-model", "fruits-resources"}
+    assert {path.stem for path in DASHBOARDS} == {
+        "fruits-pipeline", "fruits-model", "fruits-gateway", "fruits-spark", "fruits-resources"
+    }
     uids = set()
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
