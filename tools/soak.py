@@ -32,7 +32,7 @@ from tools import FRUITS360_SAMPLE
 from tools.bench_metrics import ensure_model, own_stack
 from tools.client import new_photo_id
 from tools.demo import percentile, spread
-from tools.faults import Clock
+from tools.faults import Clock, quiet_kafka_clients
 from tools.roundtrip import round_trip
 from tools.services import Supervisor, free_port_offset, supervised
 from tools.traffic import Traffic
@@ -81,6 +81,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.minutes < 0 or args.quiet_minutes < 1:
         parser.error("--minutes must be ≥ 0 and --quiet-minutes ≥ 1")
+    quiet_kafka_clients()
     chance = random.Random(args.seed)
     clock = Clock()
     say = clock.say
