@@ -81,18 +81,29 @@ def metric(service: ServiceProcess, name: str, **labels: str) -> float:
     )
 
 
-def test_a_replica_of_featurize_and_of_predict_killed_mid_stream(trained, client, photos, tmp_path):
-    """Two replicas of featurize and of predict share the work; one of each is SIGKILLed and
-    `fruits services`' supervisor starts it again on its slot."""
+def test_replicas_share_the_work_and_one_of_each_killed_mid_stream(trained, client, photos, tmp_path):
+    """Two replicas of featurize and of predict (`fruits services --replicas`) and a third
+    featurize started with default settings: it takes a free slot instead of fencing one that is
+    taken. Then one replica of each is SIGKILLed and the supervisor starts it again on its slot."""
     lines: list[str] = []
     replicas = {"featurize": 2, "predict": 2}
     with supervised(tmp_path, free_port_offset(200), replicas, report=lines.append) as supervisor:
         with Traffic(client, trained, photos, RATE, count=240, invalid_every=INVALID_EVERY) as traffic:
-            wait_sent(traffic, 100)
-            for victim in ("featurize-1", "predict-1"):
-                supervisor.services[victim].process.send_signal(signal.SIGKILL)
-            assert_exactly_once(traffic)
-        assert supervisor.restarts["featurize-1"] >= 1 and supervisor.restarts["predict-1"] >= 1, lines
+            wait_sent(traffic, 40)
+            # No FRUITS_INSTANCE_ID, no /metrics (its port would be the first replica's).
+            third = start_service("featurize", tmp_path / "third", {"FRUITS_METRICS_ENABLED": "false"})
+            try:
+                wait_ready(third)
+                wait_sent(traffic, 100)
+                for victim in ("featurize-1", "predict-1"):
+                    supervisor.services[victim].process.send_signal(signal.SIGKILL)
+                assert_exactly_once(traffic)
+                assert third.process.poll() is None, "the third featurize exited"
+            finally:
+                stop_services({"third": third})
+        assert "featurize: consuming fruits.preprocessed → fruits.features as instance 2" in third.log_path.read_text()
+        assert supervisor.exits == {"featurize-1": 1, "predict-1": 1}, lines
+        assert supervisor.restarts == {"featurize-1": 1, "predict-1": 1}, lines
 
 
 def test_a_poison_record_is_dead_lettered_once_and_the_stage_goes_on(trained, client, photos, tmp_path):
