@@ -94,16 +94,19 @@ def main() -> int:
             client = stack.acting_as("client")
             rate = args.rate or maximum_rate(client, spread(test, args.rate_photos).paths, say) / 2
             minutes = args.minutes + args.quiet_minutes
-            say(f"streaming at {rate:.1f} photos/s for {minutes} minutes; a service killed in each of the first {args.minutes}")
+            say(
+                f"streaming at {rate:.1f} photos/s for {minutes} minutes; "
+                f"one service killed in each of the first {args.minutes}"
+            )
             sent_in: list[list[str]] = []
             kills: list[str] = []
             rss: dict[int, dict[str, tuple[int, int | None]]] = {}
             rss_minutes = {max(1, min(RSS_FROM_MINUTE, args.quiet_minutes - 1)), args.quiet_minutes}
-            with Traffic(client, stack, spread(test, 2000).paths, rate,
-                         invalid_every=INVALID_EVERY) as traffic:  # fmt: skip
+            photos = spread(test, 2000).paths
+            with Traffic(client, stack, photos, rate, invalid_every=INVALID_EVERY) as traffic:
                 for minute in range(1, minutes + 1):
                     start = time.monotonic()
-                    before = set(traffic.sent_at)
+                    sent_before = len(traffic.sent_at)
                     victim = ""
                     if minute <= args.minutes:
                         time.sleep(chance.uniform(0, 55))
@@ -111,12 +114,14 @@ def main() -> int:
                         supervisor.services[victim].process.send_signal(signal.SIGKILL)
                     time.sleep(max(0.0, start + 60 - time.monotonic()))
                     traffic.check()
-                    sent = [photo_id for photo_id in traffic.sent_at if photo_id not in before]
+                    sent = list(traffic.sent_at)[sent_before:]  # in the order sent
                     sent_in.append(sent)
                     kills.append(victim)
                     quiet = minute - args.minutes
                     if quiet in rss_minutes:
                         rss[quiet] = service_rss(supervisor)
+                        sizes = [f"{key} {size / 2**20:.0f} MB" for key, (_, size) in rss[quiet].items() if size]
+                        say(f"RSS at quiet minute {quiet}: {', '.join(sizes)}")
                     answered = len(sent) - len(traffic.unanswered(sent))
                     say(
                         f"minute {minute:2d}: sent {len(sent)}, answered {answered} so far"
@@ -129,10 +134,8 @@ def main() -> int:
 
     print()
     print("minute  kill           sent  lost  dup  wrong  p99 latency")
-    lost = duplicated = wrong = 0
     for minute, (sent, victim) in enumerate(zip(sent_in, kills), 1):
         tally = traffic.tally(sent)
-        lost, duplicated, wrong = lost + len(tally.lost), duplicated + tally.duplicated, wrong + len(tally.wrong)
         p99 = f"{percentile(tally.latencies, 0.99) * 1000:8.0f} ms" if tally.latencies else "       -"
         print(
             f"{minute:6d}  {victim or '-':<13} {tally.sent:5d} {len(tally.lost):5d} {tally.duplicated:4d} "
@@ -152,7 +155,7 @@ def main() -> int:
         growth = after / before - 1
         growth_ok &= growth <= RSS_GROWTH_LIMIT
         print(f"  {key:<14} {before / 2**20:7.1f} MB → {after / 2**20:7.1f} MB  ({100 * growth:+.1f} %)")
-    ok = lost == duplicated == wrong == 0 and total.exactly_once and growth_ok
+    ok = total.exactly_once and growth_ok
     print(f"{'ok' if ok else 'FAIL'}: 0 lost, 0 duplicated, RSS growth ≤ {100 * RSS_GROWTH_LIMIT:.0f} % per service")
     return 0 if ok else 1
 

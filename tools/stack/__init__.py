@@ -113,7 +113,7 @@ def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None
         print(f"purged {settings.state_dir}", flush=True)
 
 
-# --- One server at a time: the fault tests' crashes and outages ------------------------------------
+# --- One server at a time: the fault tests' crashes and outages ---------------------------------
 
 
 def _running(settings: Settings, name: str) -> int:

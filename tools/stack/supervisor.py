@@ -218,7 +218,8 @@ def wait_ports_free(ports: Iterable[int], name: str, timeout: float = STOP_TIMEO
     while busy := busy_ports(ports):
         if time.monotonic() > deadline:
             raise StackError(
-                f"{name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 still in use {timeout:.0f} s after it stopped"
+                f"{name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 still in use "
+                f"{timeout:.0f} s after it stopped"
             )
         time.sleep(0.2)
 
