@@ -86,6 +86,7 @@ def main() -> int:
     clock = Clock()
     say = clock.say
     test = list_images(args.data / "Test")
+    say("starting a throwaway stack on free ports")
     with own_stack() as stack:
         ensure_model(stack, args.data)
         logs = Path(tempfile.mkdtemp(prefix="fruits-soak-logs-"))

@@ -88,7 +88,7 @@ def test_replicas_share_the_work_and_one_of_each_killed_mid_stream(trained, clie
     lines: list[str] = []
     replicas = {"featurize": 2, "predict": 2}
     with supervised(tmp_path, free_port_offset(200), replicas, report=lines.append) as supervisor:
-        with Traffic(client, trained, photos, RATE, count=240, invalid_every=INVALID_EVERY) as traffic:
+        with Traffic(client, trained, photos, RATE, invalid_every=INVALID_EVERY) as traffic:
             wait_sent(traffic, 40)
             # No FRUITS_INSTANCE_ID, no /metrics (its port would be the first replica's).
             third = start_service("featurize", tmp_path / "third", {"FRUITS_METRICS_ENABLED": "false"})
@@ -97,6 +97,8 @@ def test_replicas_share_the_work_and_one_of_each_killed_mid_stream(trained, clie
                 wait_sent(traffic, 100)
                 for victim in ("featurize-1", "predict-1"):
                     supervisor.services[victim].process.send_signal(signal.SIGKILL)
+                time.sleep(5)
+                traffic.stop_sending()
                 assert_exactly_once(traffic)
                 assert third.process.poll() is None, "the third featurize exited"
             finally:
