@@ -762,10 +762,32 @@ def describe(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "no partitions"
 
 
+def wait_reachable(settings: Settings, stop: StopFlag, stage: str) -> bool:
+    """Wait until a broker answers, with backoff: a service started while Kafka is away (e.g.
+    restarted by its supervisor while the broker restarts too) waits for it instead of exiting
+    into a crash loop whose growing restart delays would outlast the outage. A refused login
+    does not go away by waiting: it raises check_reachable's error. False if stopped meanwhile."""
+    backoff = Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds)
+    while (error := metadata_problem(settings, CALL_TIMEOUT_SECONDS)) is not None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            check_reachable(settings)
+        delay = backoff.next_delay()
+        log.warning(
+            "%s: Kafka at %s is unavailable (%s); retrying in %.1f s",
+            stage,
+            settings.kafka_bootstrap_servers,
+            error.str(),
+            delay,
+        )
+        if stop.event.wait(delay):
+            return False
+    return True
+
+
 def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     """Run ``stage`` until SIGTERM/SIGINT; serves /metrics on the stage's port. Refuses to
-    start (status 2) on a replica slot another live process holds; exits with EXIT_RESTART
-    after a fatal Kafka error."""
+    start (status 2) on a replica slot another live process holds; waits for Kafka if it is
+    away; exits with EXIT_RESTART after a fatal Kafka error."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = StopFlag()
     stop.install()
@@ -775,7 +797,9 @@ def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     except (ValueError, SlotTaken) as exc:
         log.critical("%s: %s", stage.name, exc)
         raise SystemExit(2) from None
-    check_reachable(settings)
+    if not wait_reachable(settings, stop, stage.name):
+        log.info("%s: stopped while waiting for Kafka", stage.name)
+        return
     if settings.metrics_enabled:
         port = metrics.serve_metrics(stage.name, settings.metrics_port, settings.metrics_host)
         log.info("%s: metrics on http://%s:%d/metrics", stage.name, settings.metrics_host, port)

@@ -195,13 +195,43 @@ def test_run_stage_exits_with_the_restart_status_on_a_fatal_error(monkeypatch, t
             raise FatalKafkaError("commit_transaction: fenced")
 
     monkeypatch.setattr(kafka, "StageRunner", Fenced)
-    monkeypatch.setattr(kafka, "check_reachable", lambda settings: None)
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: None)
     monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
     settings = Settings(state_dir=tmp_path, metrics_enabled=False)
     with pytest.raises(SystemExit) as exited:
         kafka.run_stage(loop_stage("loop-exit"), settings)
     assert exited.value.code == kafka.EXIT_RESTART
     assert "fenced; exiting (status 75) to be restarted" in caplog.text
+
+
+def test_a_stage_started_while_kafka_is_away_waits_for_it_instead_of_exiting(monkeypatch, tmp_path, caplog):
+    answers = [kafka_error(KafkaError._TRANSPORT).args[0], kafka_error(KafkaError._ALL_BROKERS_DOWN).args[0], None]
+    ran = []
+
+    class Runner:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            ran.append(True)
+
+    monkeypatch.setattr(kafka, "StageRunner", Runner)
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: answers.pop(0))
+    monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
+    settings = Settings(state_dir=tmp_path, metrics_enabled=False, retry_backoff_initial_seconds=0.01)
+    kafka.run_stage(loop_stage("loop-wait"), settings)
+    assert ran == [True] and answers == []
+    waits = [line for line in caplog.messages if "loop-wait: Kafka at" in line and "is unavailable" in line]
+    assert [line.rsplit("retrying in ", 1)[1] for line in waits] == ["0.0 s", "0.0 s"]
+
+
+def test_a_refused_login_at_start_is_not_waited_out(monkeypatch, tmp_path):
+    refused = kafka_error(KafkaError._AUTHENTICATION).args[0]
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: refused)
+    monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
+    with pytest.raises(ConnectionError, match="refused the login"):
+        settings = Settings(state_dir=tmp_path, metrics_enabled=False, kafka_username="u", kafka_password="wrong")
+        kafka.run_stage(loop_stage("loop-login"), settings)
 
 
 RETRIABLE = kafka_error(KafkaError._TIMED_OUT, retriable=True)
