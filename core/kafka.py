@@ -246,9 +246,11 @@ class _Redo(Exception):
     """The open batch cannot be committed: abort it, rewind to the committed offsets, and
     (after waiting, for an outage) take the records again."""
 
-    def __init__(self, why: str, outage: DependencyError | None = None) -> None:
+    def __init__(self, why: str, outage: DependencyError | None = None, renew: bool = False) -> None:
         super().__init__(why)
         self.outage = outage
+        self.renew = renew
+        """Kafka was lost mid-transaction: drop the producer with its transaction for a new one."""
 
 
 class _Stopping(Exception):
@@ -490,7 +492,15 @@ class StageRunner(Generic[In, Out]):
         """Abort the open transaction (if the rebalance callback has not), rewind, and wait
         first if a dependency is away: the batch's records are taken again from the
         committed offsets, by this process or by their partitions' new owner."""
-        if self.in_transaction:
+        if redo.renew:
+            # No abort: the old producer may wedge in it too. The new producer's init_transactions
+            # (same transactional.id) aborts the open transaction, or completes a commit the
+            # broker had begun, before the rewind below reads the committed offsets.
+            log.warning("%s: dropping the transaction of %d records: %s", self.stage.name, len(self.batch), redo)
+            self.in_transaction = False
+            self.metrics.transaction(len(self.batch), committed=False)
+            self._renew_producer(drop_pending=True)
+        elif self.in_transaction:
             self._abort(str(redo))
         self._rewind()
         if redo.outage is not None:
@@ -571,6 +581,10 @@ class StageRunner(Generic[In, Out]):
                     raise FatalKafkaError(f"{name}: {error}") from exc
                 if not error.retriable():
                     raise failure(f"{name} failed: {error}") from exc
+                if self.kafka_lost and failure is _Redo:
+                    # Every broker went away since this producer was made: tried again once they
+                    # are back, the call may wedge on a coordinator that is gone (librdkafka 5456).
+                    raise _Redo(f"{name} failed after Kafka was lost: {error}", renew=True) from exc
                 delay = backoff.next_delay()
                 if backoff.attempts <= self.settings.transaction_retries:
                     cause = "kafka"
@@ -605,14 +619,18 @@ class StageRunner(Generic[In, Out]):
                 log.warning("%s: Kafka is unavailable (%s); waiting for it", self.stage.name, error)
             self.kafka_lost = True
 
-    def _renew_producer(self) -> None:
+    def _renew_producer(self, drop_pending: bool = False) -> None:
         """A new transactional producer (same transactional.id) after Kafka was lost: once its
         brokers restarted, librdkafka's producer may keep a coordinator that is gone, and then
         wedge in send_offsets_to_transaction (librdkafka issues 5456 and 5511); a new one
-        looks its coordinators up afresh. Called between transactions."""
-        log.warning("%s: Kafka is back; starting a new transactional producer", self.stage.name)
-        self.producer.flush(CALL_TIMEOUT_SECONDS)  # serves the old one's last callbacks, its error news too
-        self.producer = self.new_producer()
+        looks its coordinators up afresh. Called between transactions, or with ``drop_pending``
+        in place of one whose records are not to be delivered (it is being dropped)."""
+        log.warning("%s: starting a new transactional producer after Kafka was lost", self.stage.name)
+        with self._watching("replacing the producer"):
+            if drop_pending:
+                self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self.producer.flush(CALL_TIMEOUT_SECONDS)  # serves the old one's last callbacks, its error news too
+            self.producer = self.new_producer()
         self.kafka_lost = False
         self._call("init_transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_SECONDS), FatalKafkaError)
 

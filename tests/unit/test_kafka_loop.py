@@ -445,3 +445,36 @@ def test_after_kafka_was_lost_the_next_transaction_has_a_new_producer(caplog):
     assert made[1].calls[:2] == ["init_transactions", "begin_transaction"]
     assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
     assert "Kafka is unavailable" in caplog.text and "starting a new transactional producer" in caplog.text
+
+
+def test_kafka_lost_mid_transaction_drops_it_for_a_new_producer_instead_of_trying_again(caplog):
+    """Once every broker went away, the open transaction's next try on the old producer may
+    wedge after they are back (librdkafka 5456): a retriable failure then drops the transaction,
+    without an abort that could wedge too, for a new producer whose init_transactions aborts it;
+    its records are redone once."""
+    cluster = cluster_of()
+    made: list[FakeProducer] = []
+    lost = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
+
+    class LosingTheBrokers(FakeProducer):
+        def send_offsets_to_transaction(self, offsets, group, timeout=-1):
+            runner._client_error(lost)  # served inside the call, as librdkafka does
+            return super().send_offsets_to_transaction(offsets, group, timeout)
+
+    def new_producer() -> FakeProducer:
+        made.append(LosingTheBrokers(cluster, {"send_offsets_to_transaction": [RETRIABLE]}) if not made
+                    else FakeProducer(cluster))  # fmt: skip
+        return made[-1]
+
+    stop = StopFlag()
+    consumer = FakeConsumer(cluster)
+    consumer.on_idle = stop.event.set
+    runner = StageRunner(loop_stage("loop-lost"), SETTINGS, stop, "0", consumer=consumer, new_producer=new_producer,
+                         sleep=lambda s: False)  # fmt: skip
+    runner.run()
+    assert len(made) == 2
+    assert made[0].calls.count("send_offsets_to_transaction") == 1 and "purge" in made[0].calls
+    assert "abort_transaction" not in made[0].calls and "commit_transaction" not in made[0].calls
+    assert made[1].calls[0] == "init_transactions"
+    assert outputs(cluster) == all_once(cluster)
+    assert "dropping the transaction of 4 records" in caplog.text
