@@ -581,10 +581,13 @@ class StageRunner(Generic[In, Out]):
                     raise FatalKafkaError(f"{name}: {error}") from exc
                 if not error.retriable():
                     raise failure(f"{name} failed: {error}") from exc
-                if self.kafka_lost and failure is _Redo:
-                    # Every broker went away since this producer was made: tried again once they
-                    # are back, the call may wedge on a coordinator that is gone (librdkafka 5456).
-                    raise _Redo(f"{name} failed after Kafka was lost: {error}", renew=True) from exc
+                if failure is _Redo:
+                    self.producer.poll(0)  # serves the error news: all brokers down
+                    if self.kafka_lost or error.code() == KafkaError._TRANSPORT:
+                        # The coordinator's connection broke, or every broker went away: tried
+                        # again once it is back, the call may wedge on a coordinator that is
+                        # gone (librdkafka 5456).
+                        raise _Redo(f"{name} failed after Kafka was lost: {error}", renew=True) from exc
                 delay = backoff.next_delay()
                 if backoff.attempts <= self.settings.transaction_retries:
                     cause = "kafka"

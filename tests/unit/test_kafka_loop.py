@@ -447,22 +447,25 @@ def test_after_kafka_was_lost_the_next_transaction_has_a_new_producer(caplog):
     assert "Kafka is unavailable" in caplog.text and "starting a new transactional producer" in caplog.text
 
 
-def test_kafka_lost_mid_transaction_drops_it_for_a_new_producer_instead_of_trying_again(caplog):
-    """Once every broker went away, the open transaction's next try on the old producer may
-    wedge after they are back (librdkafka 5456): a retriable failure then drops the transaction,
-    without an abort that could wedge too, for a new producer whose init_transactions aborts it;
-    its records are redone once."""
+@pytest.mark.parametrize("news", ["all brokers down", "transport failure"])
+def test_kafka_lost_mid_transaction_drops_it_for_a_new_producer_instead_of_trying_again(news, caplog):
+    """Once every broker went away, or the coordinator's connection broke, the open transaction's
+    next try on the old producer may wedge after the broker is back (librdkafka 5456): a retriable
+    failure then drops the transaction, without an abort that could wedge too, for a new producer
+    whose init_transactions aborts it; its records are redone once."""
     cluster = cluster_of()
     made: list[FakeProducer] = []
     lost = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
+    failure = RETRIABLE if news == "all brokers down" else kafka_error(KafkaError._TRANSPORT, retriable=True)
 
-    class LosingTheBrokers(FakeProducer):
-        def send_offsets_to_transaction(self, offsets, group, timeout=-1):
-            runner._client_error(lost)  # served inside the call, as librdkafka does
-            return super().send_offsets_to_transaction(offsets, group, timeout)
+    class LosingTheBroker(FakeProducer):
+        def poll(self, timeout=0):
+            if news == "all brokers down":
+                runner._client_error(lost)  # librdkafka serves its error news in poll
+            return super().poll(timeout)
 
     def new_producer() -> FakeProducer:
-        made.append(LosingTheBrokers(cluster, {"send_offsets_to_transaction": [RETRIABLE]}) if not made
+        made.append(LosingTheBroker(cluster, {"send_offsets_to_transaction": [failure]}) if not made
                     else FakeProducer(cluster))  # fmt: skip
         return made[-1]
 
