@@ -10,7 +10,9 @@ What can go wrong, and what the loop does (``StageRunner``; each branch has a un
 
 - a retriable error of a transactional call: the same call again (librdkafka's rule), at a
   growing interval, then as a Kafka outage at the longest interval, until it succeeds or fails
-  for good; SIGTERM meanwhile leaves without committing;
+  for good; SIGTERM meanwhile leaves without committing. But once Kafka was lost (every broker
+  down, or the coordinator's connection broken) the open transaction is dropped with its
+  producer for a new one instead: the old one may wedge when the broker is back;
 - an abortable error (in produce, send_offsets or commit), partitions revoked or lost (the
   rebalance callbacks), a dependency outage (``DependencyError``: S3, the model store): the
   transaction is aborted and the consumer rewound to the committed offsets, so the batch is
