@@ -81,7 +81,6 @@ class Traffic:
         self.sent_at: dict[str, float] = {}
         self.answers: dict[str, list[tuple[str, float]]] = {}
         """Photo id → each answer that came (PREDICTION or a dead letter's reason) and when (monotonic)."""
-        self.last_answer_at = 0.0
         self.errors: list[BaseException] = []
         self._stop_sending = threading.Event()
         self._stop_reading = threading.Event()
@@ -143,7 +142,7 @@ class Traffic:
     # --- Reading ------------------------------------------------------------------------------
 
     def _read(self) -> None:
-        predictions, dead_letters = self.readers
+        predictions = self.readers[0]
         while not self._stop_reading.is_set():
             for reader in self.readers:
                 batch = poll_batch(reader.consumer, 500, 0.1)
@@ -156,7 +155,6 @@ class Traffic:
                     else:
                         answer = decode_record(DeadLetter, msg.value()).error_class
                     self.answers.setdefault(msg.key().decode(errors="replace"), []).append((answer, now))
-                    self.last_answer_at = now
 
     def _guarded(self, work: Callable[[], None]) -> None:
         try:
