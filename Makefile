@@ -13,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup lock up down status demo test unit-test integration-test bench train services clean web \
 	prometheus prometheus-install chromium chromium-install monitor monitor-down bench-metrics spark-jars train-spark \
-	spark-streaming
+	spark-streaming faults soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
@@ -113,6 +113,13 @@ bench-featurizers: setup  ## throughput of each ONNX featurizer in core/models, 
 
 bench-metrics: setup  ## metrics on vs off: CPU per record of the five services, on a throwaway stack
 	$(PY) -m tools.bench_metrics --own-stack --data $(DATA)
+
+faults: setup  ## broker SIGKILLed, then S3 stopped 30 s, mid-stream on a throwaway stack: recovery times, lost, duplicated
+	$(PY) -m tools.faults --data $(DATA)
+
+SOAK_ARGS ?=
+soak: setup  ## 20 min with a service killed each minute, 10 without: lost, duplicated, p99 per minute, RSS (SOAK_ARGS; not in CI)
+	$(PY) -m tools.soak --data $(DATA) $(SOAK_ARGS)
 
 test: setup  ## the layer contract (lint-imports), unit and integration tests (the integration stack is started by the tests)
 	$(VENV)/bin/lint-imports

@@ -12,7 +12,9 @@ What can go wrong, and what the loop does (``StageRunner``; each branch has a un
 
 - a retriable error of a transactional call: the same call again (librdkafka's rule), at a
   growing interval, then as a Kafka outage at the longest interval, until it succeeds or fails
-  for good; SIGTERM meanwhile leaves without committing;
+  for good; SIGTERM meanwhile leaves without committing. But once Kafka was lost (every broker
+  down, or the coordinator's connection broken) the open transaction is dropped with its
+  producer for a new one instead: the old one may wedge when the broker is back;
 - an abortable error (in produce, send_offsets or commit), partitions revoked or lost (the
   rebalance callbacks), a dependency outage (``DependencyError``: S3, the model store): the
   transaction is aborted and the consumer rewound to the committed offsets, so the batch is
@@ -251,9 +253,11 @@ class _Redo(Exception):
     """The open batch cannot be committed: abort it, rewind to the committed offsets, and
     (after waiting, for an outage) take the records again."""
 
-    def __init__(self, why: str, outage: DependencyError | None = None) -> None:
+    def __init__(self, why: str, outage: DependencyError | None = None, renew: bool = False) -> None:
         super().__init__(why)
         self.outage = outage
+        self.renew = renew
+        """Kafka was lost mid-transaction: drop the producer with its transaction for a new one."""
 
 
 class _Stopping(Exception):
@@ -499,7 +503,15 @@ class StageRunner(Generic[In, Out]):
         """Abort the open transaction (if the rebalance callback has not), rewind, and wait
         first if a dependency is away: the batch's records are taken again from the
         committed offsets, by this process or by their partitions' new owner."""
-        if self.in_transaction:
+        if redo.renew:
+            # No abort: the old producer may wedge in it too. The new producer's init_transactions
+            # (same transactional.id) aborts the open transaction, or completes a commit the
+            # broker had begun, before the rewind below reads the committed offsets.
+            log.warning("%s: dropping the transaction of %d records: %s", self.stage.name, len(self.batch), redo)
+            self.in_transaction = False
+            self.metrics.transaction(len(self.batch), committed=False)
+            self._renew_producer(drop_pending=True)
+        elif self.in_transaction:
             self._abort(str(redo))
         self._rewind()
         if redo.outage is not None:
@@ -580,6 +592,13 @@ class StageRunner(Generic[In, Out]):
                     raise FatalKafkaError(f"{name}: {error}") from exc
                 if not error.retriable():
                     raise failure(f"{name} failed: {error}") from exc
+                if failure is _Redo:
+                    self.producer.poll(0)  # serves the error news: all brokers down
+                    if self.kafka_lost or error.code() == KafkaError._TRANSPORT:
+                        # The coordinator's connection broke, or every broker went away: tried
+                        # again once it is back, the call may wedge on a coordinator that is
+                        # gone (librdkafka 5456).
+                        raise _Redo(f"{name} failed after Kafka was lost: {error}", renew=True) from exc
                 delay = backoff.next_delay()
                 if backoff.attempts <= self.settings.transaction_retries:
                     cause = "kafka"
@@ -614,14 +633,18 @@ class StageRunner(Generic[In, Out]):
                 log.warning("%s: Kafka is unavailable (%s); waiting for it", self.stage.name, error)
             self.kafka_lost = True
 
-    def _renew_producer(self) -> None:
+    def _renew_producer(self, drop_pending: bool = False) -> None:
         """A new transactional producer (same transactional.id) after Kafka was lost: once its
         brokers restarted, librdkafka's producer may keep a coordinator that is gone, and then
         wedge in send_offsets_to_transaction (librdkafka issues 5456 and 5511); a new one
-        looks its coordinators up afresh. Called between transactions."""
-        log.warning("%s: Kafka is back; starting a new transactional producer", self.stage.name)
-        self.producer.flush(CALL_TIMEOUT_SECONDS)  # serves the old one's last callbacks, its error news too
-        self.producer = self.new_producer()
+        looks its coordinators up afresh. Called between transactions, or with ``drop_pending``
+        in place of one whose records are not to be delivered (it is being dropped)."""
+        log.warning("%s: starting a new transactional producer after Kafka was lost", self.stage.name)
+        with self._watching("replacing the producer"):
+            if drop_pending:
+                self.producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self.producer.flush(CALL_TIMEOUT_SECONDS)  # serves the old one's last callbacks, its error news too
+            self.producer = self.new_producer()
         self.kafka_lost = False
         self._call("init_transactions", lambda: self.producer.init_transactions(CALL_TIMEOUT_SECONDS), FatalKafkaError)
 
@@ -780,10 +803,32 @@ def describe(partitions: Sequence[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "no partitions"
 
 
+def wait_reachable(settings: Settings, stop: StopFlag, stage: str) -> bool:
+    """Wait until a broker answers, with backoff: a service started while Kafka is away (e.g.
+    restarted by its supervisor while the broker restarts too) waits for it instead of exiting
+    into a crash loop whose growing restart delays would outlast the outage. A refused login
+    does not go away by waiting: it raises check_reachable's error. False if stopped meanwhile."""
+    backoff = Backoff(settings.retry_backoff_initial_seconds, settings.retry_backoff_max_seconds)
+    while (error := metadata_problem(settings, CALL_TIMEOUT_SECONDS)) is not None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            check_reachable(settings)
+        delay = backoff.next_delay()
+        log.warning(
+            "%s: Kafka at %s is unavailable (%s); retrying in %.1f s",
+            stage,
+            settings.kafka_bootstrap_servers,
+            error.str(),
+            delay,
+        )
+        if stop.event.wait(delay):
+            return False
+    return True
+
+
 def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     """Run ``stage`` until SIGTERM/SIGINT; serves /metrics on the stage's port. Refuses to
-    start (status 2) on a replica slot another live process holds; exits with EXIT_RESTART
-    after a fatal Kafka error."""
+    start (status 2) on a replica slot another live process holds; waits for Kafka if it is
+    away; exits with EXIT_RESTART after a fatal Kafka error."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = StopFlag()
     stop.install()
@@ -793,7 +838,9 @@ def run_stage(stage: Stage[Any, Any], settings: Settings) -> None:
     except (ValueError, SlotTaken) as exc:
         log.critical("%s: %s", stage.name, exc)
         raise SystemExit(2) from None
-    check_reachable(settings)
+    if not wait_reachable(settings, stop, stage.name):
+        log.info("%s: stopped while waiting for Kafka", stage.name)
+        return
     if settings.metrics_enabled:
         port = metrics.serve_metrics(stage.name, settings.metrics_port, settings.metrics_host)
         log.info("%s: metrics on http://%s:%d/metrics", stage.name, settings.metrics_host, port)

@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,12 +66,17 @@ MAX_REPLICAS = 10
 
 
 def start_service(
-    name: str, log_dir: Path, env: dict[str, str] | None = None, port_offset: int = 0, slot: int | None = None
+    name: str,
+    log_dir: Path,
+    env: dict[str, str] | None = None,
+    port_offset: int = 0,
+    slot: int | None = None,
+    module: str | None = None,
 ) -> ServiceProcess:
-    """Start ``python -m services.<name>`` on replica ``slot`` (None: the lowest free slot,
-    or FRUITS_INSTANCE_ID of the environment), its output appended to its log. The gateway
-    listens on FRUITS_GATEWAY_PORT of ``env`` or the environment (``port_offset`` and ``slot``
-    do not apply to it)."""
+    """Start ``python -m services.<name>`` (or ``module``: a test's sabotaged stand-in) on
+    replica ``slot`` (None: the lowest free slot, or FRUITS_INSTANCE_ID of the environment), its
+    output appended to its log. The gateway listens on FRUITS_GATEWAY_PORT of ``env`` or the
+    environment (``port_offset`` and ``slot`` do not apply to it)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / (f"{name}.log" if not slot else f"{name}-{slot}.log")
     if name == GATEWAY:
@@ -96,7 +103,7 @@ def start_service(
     with log_path.open("ab") as log:
         start = log.tell()
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{name}"], stdout=log, stderr=subprocess.STDOUT, env=child_env
+            [sys.executable, "-m", module or f"services.{name}"], stdout=log, stderr=subprocess.STDOUT, env=child_env
         )
     return ServiceProcess(name, process, log_path, port if metrics_enabled else None, start, slot)
 
@@ -204,6 +211,8 @@ class Supervisor:
     start: Callable[..., ServiceProcess] = start_service
     restarts: Counter[str] = field(default_factory=Counter)
     """Restarts per service (``ServiceProcess.key``) since the supervisor began."""
+    exits: Counter[str] = field(default_factory=Counter)
+    """Exits seen per service, whether or not it was started again yet."""
     _started_at: dict[str, float] = field(default_factory=dict)
     _delay: dict[str, float] = field(default_factory=dict)
     _due: dict[str, float] = field(default_factory=dict)
@@ -224,6 +233,7 @@ class Supervisor:
                     else min(RESTART_BACKOFF_MAX_SECONDS, previous * 2)
                 )
                 self._delay[key], self._due[key] = delay, now + delay
+                self.exits[key] += 1
                 self.report(
                     f"{key} exited with status {code} after {ran:.0f} s; starting it again in {delay:.0f} s "
                     f"(see {service.log_path})"
@@ -240,3 +250,30 @@ class Supervisor:
                     self.report(f"{key}: cannot start it again: {exc}")
                     continue
                 self.report(f"{key} started again (restart {self.restarts[key]})")
+
+    def run(self, stop: threading.Event, interval: float = 0.5) -> None:
+        """``check`` every ``interval`` seconds until ``stop`` is set."""
+        while not stop.wait(interval):
+            self.check()
+
+
+@contextmanager
+def supervised(
+    log_dir: Path,
+    port_offset: int = 0,
+    replicas: dict[str, int] | None = None,
+    report: Callable[[str], object] = lambda line: print(line, file=sys.stderr),
+) -> Iterator[Supervisor]:
+    """The five services (``start_services``) kept running by a Supervisor in a background
+    thread, as `fruits services` runs them; all stopped on leaving."""
+    services = start_services(log_dir, port_offset=port_offset, replicas=replicas)
+    supervisor = Supervisor(services, log_dir, port_offset=port_offset, report=report)
+    stop = threading.Event()
+    thread = threading.Thread(target=supervisor.run, args=(stop,), name="service-supervisor", daemon=True)
+    thread.start()
+    try:
+        yield supervisor
+    finally:
+        stop.set()
+        thread.join()
+        stop_services(supervisor.services)

@@ -133,6 +133,10 @@ class FakeProducer:
     def flush(self, timeout: float | None = None) -> int:
         return 0
 
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        self.calls.append("purge")
+        self.pending = []
+
     def send_offsets_to_transaction(self, offsets: list[TopicPartition], group: object, timeout: float = -1) -> None:
         self._enter("send_offsets_to_transaction", "in_transaction")
         if group != self.cluster.generation:  # the broker refuses offsets of an earlier generation

@@ -195,13 +195,43 @@ def test_run_stage_exits_with_the_restart_status_on_a_fatal_error(monkeypatch, t
             raise FatalKafkaError("commit_transaction: fenced")
 
     monkeypatch.setattr(kafka, "StageRunner", Fenced)
-    monkeypatch.setattr(kafka, "check_reachable", lambda settings: None)
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: None)
     monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
     settings = Settings(state_dir=tmp_path, metrics_enabled=False)
     with pytest.raises(SystemExit) as exited:
         kafka.run_stage(loop_stage("loop-exit"), settings)
     assert exited.value.code == kafka.EXIT_RESTART
     assert "fenced; exiting (status 75) to be restarted" in caplog.text
+
+
+def test_a_stage_started_while_kafka_is_away_waits_for_it_instead_of_exiting(monkeypatch, tmp_path, caplog):
+    answers = [kafka_error(KafkaError._TRANSPORT).args[0], kafka_error(KafkaError._ALL_BROKERS_DOWN).args[0], None]
+    ran = []
+
+    class Runner:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def run(self):
+            ran.append(True)
+
+    monkeypatch.setattr(kafka, "StageRunner", Runner)
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: answers.pop(0))
+    monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
+    settings = Settings(state_dir=tmp_path, metrics_enabled=False, retry_backoff_initial_seconds=0.01)
+    kafka.run_stage(loop_stage("loop-wait"), settings)
+    assert ran == [True] and answers == []
+    waits = [line for line in caplog.messages if "loop-wait: Kafka at" in line and "is unavailable" in line]
+    assert [line.rsplit("retrying in ", 1)[1] for line in waits] == ["0.0 s", "0.0 s"]
+
+
+def test_a_refused_login_at_start_is_not_waited_out(monkeypatch, tmp_path):
+    refused = kafka_error(KafkaError._AUTHENTICATION).args[0]
+    monkeypatch.setattr(kafka, "metadata_problem", lambda settings, timeout: refused)
+    monkeypatch.setattr(kafka.StopFlag, "install", lambda self: None)
+    with pytest.raises(ConnectionError, match="refused the login"):
+        settings = Settings(state_dir=tmp_path, metrics_enabled=False, kafka_username="u", kafka_password="wrong")
+        kafka.run_stage(loop_stage("loop-login"), settings)
 
 
 RETRIABLE = kafka_error(KafkaError._TIMED_OUT, retriable=True)
@@ -415,6 +445,42 @@ def test_after_kafka_was_lost_the_next_transaction_has_a_new_producer(caplog):
     assert made[1].calls[:2] == ["init_transactions", "begin_transaction"]
     assert outputs(cluster) == all_once(cluster) and cluster.transactions["aborted"] == 0
     assert "Kafka is unavailable" in caplog.text and "starting a new transactional producer" in caplog.text
+
+
+@pytest.mark.parametrize("news", ["all brokers down", "transport failure"])
+def test_kafka_lost_mid_transaction_drops_it_for_a_new_producer_instead_of_trying_again(news, caplog):
+    """Once every broker went away, or the coordinator's connection broke, the open transaction's
+    next try on the old producer may wedge after the broker is back (librdkafka 5456): a retriable
+    failure then drops the transaction, without an abort that could wedge too, for a new producer
+    whose init_transactions aborts it; its records are redone once."""
+    cluster = cluster_of()
+    made: list[FakeProducer] = []
+    lost = KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down")
+    failure = RETRIABLE if news == "all brokers down" else kafka_error(KafkaError._TRANSPORT, retriable=True)
+
+    class LosingTheBroker(FakeProducer):
+        def poll(self, timeout=0):
+            if news == "all brokers down":
+                runner._client_error(lost)  # librdkafka serves its error news in poll
+            return super().poll(timeout)
+
+    def new_producer() -> FakeProducer:
+        made.append(LosingTheBroker(cluster, {"send_offsets_to_transaction": [failure]}) if not made
+                    else FakeProducer(cluster))  # fmt: skip
+        return made[-1]
+
+    stop = StopFlag()
+    consumer = FakeConsumer(cluster)
+    consumer.on_idle = stop.event.set
+    runner = StageRunner(loop_stage("loop-lost"), SETTINGS, stop, "0", consumer=consumer, new_producer=new_producer,
+                         sleep=lambda s: False)  # fmt: skip
+    runner.run()
+    assert len(made) == 2
+    assert made[0].calls.count("send_offsets_to_transaction") == 1 and "purge" in made[0].calls
+    assert "abort_transaction" not in made[0].calls and "commit_transaction" not in made[0].calls
+    assert made[1].calls[0] == "init_transactions"
+    assert outputs(cluster) == all_once(cluster)
+    assert "dropping the transaction of 4 records" in caplog.text
 
 
 # --- Hop headers (core.hops) ---------------------------------------------------------------

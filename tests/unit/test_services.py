@@ -65,6 +65,9 @@ def test_an_exited_service_is_started_again_on_its_slot_after_a_doubling_wait():
         h.at(h.now + delays[-1])
     assert delays == [2, 4, 8, 16, 32, 60, 60, 60]
     assert h.supervisor.restarts == {"featurize-1": 9}
+    h.crash("featurize-1")
+    h.at(h.now)  # seen, not started again yet
+    assert h.supervisor.exits == {"featurize-1": 10} and h.supervisor.restarts == {"featurize-1": 9}
     assert h.supervisor.services["predict"].process.poll() is None and ("predict", 0) not in h.started
 
 

@@ -11,16 +11,30 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 
 from core.settings import Settings, get_settings
 from tools import kafka_acls, provision
 from tools.stack import kafka_server, seaweedfs_server
 from tools.stack.secrets import ensure_secrets
-from tools.stack.supervisor import ensure_running, log_file, our_pid, stop, wait_ready
+from tools.stack.supervisor import (
+    START_TIMEOUT_S,
+    StackError,
+    ensure_running,
+    log_file,
+    our_pid,
+    send_signal,
+    stop,
+    wait_exit,
+    wait_ports_free,
+    wait_ready,
+)
 from tools.stack.tls import ensure_server_tls
 
 SERVERS = (kafka_server, seaweedfs_server)
+KILLED_EXIT_TIMEOUT_S = 10.0
+"""How long a SIGKILLed server may take to be gone."""
 
 
 def embedded_kafka(settings: Settings) -> bool:
@@ -97,6 +111,45 @@ def stop_stack(settings: Settings | None = None, *, purge: bool = False) -> None
         if settings.state_dir.is_dir() and not any(settings.state_dir.iterdir()):
             settings.state_dir.rmdir()
         print(f"purged {settings.state_dir}", flush=True)
+
+
+# --- One server at a time: the fault tests' crashes and outages ---------------------------------
+
+
+def _running(settings: Settings, name: str) -> int:
+    if (pid := our_pid(settings, name)) is None:
+        raise StackError(f"{name}: not running in {settings.state_dir} (only this stack's own servers can be stopped)")
+    return pid
+
+
+def kill_server(settings: Settings, name: str) -> None:
+    """SIGKILL one of this stack's servers, as a crash would, and wait until it is gone."""
+    pid = _running(settings, name)
+    send_signal(pid, signal.SIGKILL)
+    if not wait_exit(pid, time.monotonic() + KILLED_EXIT_TIMEOUT_S):
+        raise StackError(f"{name}: pid {pid} still there {KILLED_EXIT_TIMEOUT_S:.0f} s after SIGKILL")
+    if name == seaweedfs_server.NAME:
+        seaweedfs_server.remove_sockets(settings)
+
+
+def stop_server(settings: Settings, name: str) -> None:
+    """Stop one of this stack's servers (SIGTERM, as ``down`` does), keeping its data."""
+    _running(settings, name)
+    stop(settings, [name])
+    if name == seaweedfs_server.NAME:
+        seaweedfs_server.remove_sockets(settings)
+
+
+def restart_server(settings: Settings, name: str, timeout: float = START_TIMEOUT_S) -> None:
+    """Start again a server of this stack that was stopped or killed, on its ports and data, and
+    wait until it answers: first until its old process has let go of its ports, then at most
+    ``timeout`` seconds for it to answer (a StackError says why not)."""
+    server = {server.NAME: server for server in SERVERS}[name]
+    if pid := our_pid(settings, name):
+        raise StackError(f"{name}: still running (pid {pid})")
+    wait_ports_free(server.ports(settings), name)
+    started = time.monotonic()
+    wait_ready(settings, name, server.problem, server.start(settings), started, timeout)
 
 
 def print_status(settings: Settings) -> None:

@@ -50,10 +50,16 @@ problem = kafka_problem
 """Readiness: the broker answers a metadata request."""
 
 
+def ports(settings: Settings) -> range:
+    """The broker's port, then the controller's."""
+    port = loopback_port(settings.kafka_bootstrap_servers, "Kafka")
+    return range(port, port + PORTS)
+
+
 def start(settings: Settings) -> int:
     """Format the broker's storage on first use, then start it; its pid."""
-    port = loopback_port(settings.kafka_bootstrap_servers, "Kafka")
-    check_free(range(port, port + PORTS), NAME)
+    port = ports(settings)[0]
+    check_free(ports(settings), NAME)
     java = shutil.which("java")
     if java is None:
         raise StackError("kafka: `java` not found; install a JDK 17+ (apt-get install openjdk-17-jre-headless)")

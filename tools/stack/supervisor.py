@@ -210,6 +210,20 @@ def check_free(ports: Iterable[int], name: str) -> None:
         )
 
 
+def wait_ports_free(ports: Iterable[int], name: str, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Wait until no process holds ``ports``: a server killed a moment ago may still hold them
+    while it exits, and starting it again meanwhile would fail on a busy port."""
+    ports = list(ports)
+    deadline = time.monotonic() + timeout
+    while busy := busy_ports(ports):
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{name}: port(s) {', '.join(map(str, busy))} on 127.0.0.1 still in use "
+                f"{timeout:.0f} s after it stopped"
+            )
+        time.sleep(0.2)
+
+
 def free_port_block(size: int) -> int:
     """First of ``size`` consecutive free ports on 127.0.0.1, for a second stack (e.g. tests)."""
     for _ in range(100):
