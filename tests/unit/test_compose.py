@@ -1,11 +1,15 @@
 """docker-compose.yml agrees with the code: no Docker engine runs here, so this is what
 keeps it from rotting — commands, FRUITS_* names, metrics ports, mounted paths, the
-Prometheus targets, the broker's size limit, the topic topology and the Spark image
-(deploy/spark/Dockerfile) are checked against the repository."""
+Prometheus targets, the broker's size limit, the topic topology, the Spark image
+(deploy/spark/Dockerfile) and the gateway (its port, its store's volume, its assets in the
+image, the README's way to add users) are checked against the repository."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
+import shlex
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -75,7 +79,7 @@ def repo_path(service: dict, container_path: str) -> Path:
 
 
 def test_the_stack_is_complete():
-    assert {"kafka", "s3", *SERVICES, "spark", "prometheus", "grafana"} <= set(SERVICES_OF_COMPOSE)
+    assert {"kafka", "s3", *SERVICES, "gateway", "spark", "prometheus", "grafana"} <= set(SERVICES_OF_COMPOSE)
     assert SERVICES_OF_COMPOSE["kafka"]["image"].startswith("apache/kafka:")
     assert SERVICES_OF_COMPOSE["s3"]["image"].startswith("chrislusf/seaweedfs:")
     assert (PROJECT_ROOT / "Dockerfile").is_file()
@@ -142,6 +146,7 @@ def test_prometheus_scrapes_the_compose_services_with_the_mounted_config():
         for target in group["targets"]
     }
     expected = {f"{name}:{SERVICES_OF_COMPOSE[name]['environment']['FRUITS_METRICS_PORT']}": name for name in STAGE_PORTS}
+    expected[f"gateway:{settings_of(SERVICES_OF_COMPOSE['gateway']).gateway_port}"] = "gateway"  # its own port
     assert targets == expected
 
 
@@ -224,3 +229,75 @@ def test_spark_runs_in_its_own_image_with_java_17_the_spark_extra_and_the_jars()
     command = spark["command"]
     assert command == ["python", "-m", "spark.streaming_job"], command
     assert (PROJECT_ROOT / "spark" / "streaming_job.py").is_file()
+
+
+def test_the_gateway_listens_on_all_interfaces_on_its_published_port():
+    gateway = SERVICES_OF_COMPOSE["gateway"]
+    assert gateway["command"] == ["python", "-m", "services.gateway"]
+    assert gateway["image"] == SERVICES_OF_COMPOSE["ingest"]["image"]  # the services' image
+    assert dockerfile_of(gateway) == PROJECT_ROOT / "Dockerfile"
+    assert gateway["depends_on"] == {"provision": {"condition": "service_completed_successfully"}}
+    settings = settings_of(gateway)
+    assert settings.gateway_host == "0.0.0.0"  # the default, 127.0.0.1, is unreachable from outside the container
+    (published,) = gateway["ports"]
+    host_ip, _, container_port = published.split(":")
+    assert int(container_port) == settings.gateway_port
+    assert host_ip == "127.0.0.1"  # plain HTTP, like the rest of the stack here
+
+
+def test_the_gateway_store_is_on_a_named_volume_the_image_user_owns():
+    gateway = SERVICES_OF_COMPOSE["gateway"]
+    url = settings_of(gateway).gateway_database()
+    assert url.startswith("sqlite:////"), url  # an absolute path, not the state dir in /tmp
+    database = PurePosixPath(url.removeprefix("sqlite:///"))
+    volumes = dict(volume.split(":")[:2][::-1] for volume in gateway["volumes"])  # target → source
+    (target,) = [target for target in volumes if PurePosixPath(target) in database.parents]
+    assert volumes[target] in COMPOSE["volumes"], "a named volume, kept across `docker compose down`"
+    # A new named volume takes the owner of the image's directory: the Dockerfile must make it
+    # the user the image runs as, or SQLite cannot create its file.
+    (final,) = dockerfile_stages(dockerfile_of(gateway))
+    (user,) = [line.split()[1] for line in final if line.upper().startswith("USER ")]
+    run = "\n".join(line for line in final if line.startswith("RUN "))
+    assert re.search(rf"\bmkdir -p (\S+ )*{re.escape(target)}\b", run), run
+    assert re.search(rf"\bchown {re.escape(user)}:?\S* (\S+ )*{re.escape(target)}\b", run), run
+
+
+def test_the_gateway_page_and_swagger_assets_are_in_the_image():
+    from services.gateway.app import STATIC_DIR
+
+    static = sorted(path for path in STATIC_DIR.rglob("*") if path.is_file())
+    assert STATIC_DIR / "index.html" in static
+    # The image copies the checkout and installs it editable: the page is found next to the code…
+    (final,) = dockerfile_stages(PROJECT_ROOT / "Dockerfile")
+    assert "COPY . ." in final
+    (install,) = [line for line in final if line.startswith("RUN ") and "pip install" in line]
+    assert re.search(r"pip install .*-e \.(\s|$)", install), install
+    # … unless .dockerignore leaves it out (fnmatch's * also crosses /: it errs on the safe side).
+    ignored = [line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()]
+    patterns = [line for line in ignored if line and not line.startswith("#")]
+    for path in static:
+        relative = path.relative_to(PROJECT_ROOT)
+        for part in [relative, *relative.parents[:-1]]:
+            assert not any(fnmatch.fnmatch(part.as_posix(), pattern) for pattern in patterns), (part, patterns)
+    # A non-editable install keeps the page too; Swagger UI's assets are a dependency, not an
+    # extra (the image installs none).
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    package_data = project["tool"]["setuptools"]["package-data"]["services.gateway"]
+    assert all(any(fnmatch.fnmatch(path.relative_to(STATIC_DIR.parent).as_posix(), glob) for glob in package_data)
+               for path in static)  # fmt: skip
+    assert any(re.match(r"swagger-ui-bundle\b", dependency) for dependency in project["project"]["dependencies"])
+
+
+def test_the_readme_adds_gateway_users_in_compose_with_the_gateways_store():
+    from tools.cli import build_parser, cmd_users
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    docker = readme.split("### With Docker", 1)[1].split("\n## ", 1)[0]
+    (line,) = [line for line in docker.splitlines() if line.startswith("docker compose run --rm gateway ")]
+    words = shlex.split(line.split("#", 1)[0])
+    assert words[:5] == ["docker", "compose", "run", "--rm", "gateway"]
+    assert words[5] == "fruits"  # the console script, in the image's PATH
+    args = build_parser().parse_args(words[6:])
+    assert args.func is cmd_users and args.action == "add" and args.name
+    gateway = settings_of(SERVICES_OF_COMPOSE["gateway"])
+    assert args.region is None or args.region in gateway.region_buckets

@@ -79,8 +79,7 @@ def test_scrape_configs_scrape_every_service_on_its_port_with_the_rules(config):
     targets = {group["labels"]["service"]: group["targets"] for group in job["static_configs"]}
     host = "127.0.0.1" if config.name == "prometheus.yml" else None
     expected = {name: [f"{host or name}:{port}"] for name, port in STAGE_PORTS.items()}
-    if config.name == "prometheus.yml":  # the compose file has no gateway container
-        expected["gateway"] = [f"127.0.0.1:{GATEWAY_PORT}"]
+    expected["gateway"] = [f"{host or 'gateway'}:{GATEWAY_PORT}"]
     assert targets == expected
 
 
