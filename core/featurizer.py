@@ -65,9 +65,13 @@ class Featurizer:
                 f"{expected}×{expected} (core.imaging.MODEL_INPUT_SIZE): use the matching featurizer"
             )
 
-    def warm_up(self) -> None:
-        """Create the session and run one batch, so the first real batch is not slow."""
-        self(np.zeros((1, self.input_size, self.input_size, 3), dtype=np.uint8))
+    def warm_up(self, batch: int = 1) -> None:
+        """Create the session and run one batch of ``batch`` images, so the first real batch is
+        not slow. A long-running service warms up with its largest batch: its memory then starts
+        at its working size instead of creeping up to it as larger batches come (measured: 121 →
+        206 MB over 120 mixed batches after a 1-image warm-up, 157 → 185 MB and flat after a
+        64-image one)."""
+        self(np.zeros((batch, self.input_size, self.input_size, 3), dtype=np.uint8))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Features of a batch of uint8 images shaped (N, H, W, 3), computed CHUNK images at a time."""

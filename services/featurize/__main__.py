@@ -18,7 +18,7 @@ def build_stage(settings: Settings) -> Stage[PreprocessedPhoto, PhotoFeatures]:
 
     def start(stop: Callable[[], bool]) -> None:
         featurizer.check_input_size(MODEL_INPUT_SIZE)  # preprocess makes this size: refuse another model
-        featurizer.warm_up()
+        featurizer.warm_up(settings.max_batch_records)  # memory at its working size from the start
         metrics.ModelMetrics("featurize", settings.metrics_enabled).use("featurizer", featurizer.id)
 
     return Stage(
