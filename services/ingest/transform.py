@@ -109,14 +109,15 @@ def check_not_stored(original: Original, stored: StoredOriginal | None) -> None:
     )
 
 
-def new_originals(originals: list[Original], stored: list[StoredOriginal | None]) -> list[Original | RecordError]:
-    """Each original of a batch, or why it must not be stored: ``stored`` is what each one's
-    key holds already; an original repeating one earlier in the batch counts as stored."""
+def new_originals(originals: list[Original]) -> list[Original | RecordError]:
+    """Each original of a batch, or why it must not be stored: one repeating an earlier one of
+    the batch (same user and photo id) is judged by ``check_not_stored`` against that one.
+    What S3 holds already is judged when storing (``check_not_stored`` again)."""
     claimed: dict[tuple[str, str], StoredOriginal] = {}
     outcomes: list[Original | RecordError] = []
-    for original, before in zip(originals, stored, strict=True):
+    for original in originals:
         try:
-            check_not_stored(original, claimed.get((original.bucket, original.key), before))
+            check_not_stored(original, claimed.get((original.bucket, original.key)))
         except RecordError as error:
             outcomes.append(error)
             continue
@@ -134,7 +135,7 @@ def ingest_photo(
 ) -> tuple[IngestedPhoto, Original]:
     """Validate the event read at ``source``; return the IngestedPhoto record and the original,
     without location metadata (``core.metadata.strip_location``: HEIC/HEIF/AVIF become JPEG), to
-    store in the bucket of the photo's region unless ``new_originals`` finds it stored already.
+    store in the bucket of the photo's region unless ``check_not_stored`` refuses it.
     ``read_uri(uri, max_bytes)`` fetches images sent by reference."""
     bucket = check_fields(event, policy)
     if event.image_uri is not None:

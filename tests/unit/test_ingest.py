@@ -6,7 +6,7 @@ from PIL import Image
 
 from core.errors import RecordError
 from core.records import PhotoEvent
-from services.ingest.transform import IngestPolicy, StoredOriginal, ingest_photo, new_originals
+from services.ingest.transform import IngestPolicy, StoredOriginal, check_not_stored, ingest_photo, new_originals
 from tests import images
 
 POLICY = IngestPolicy(
@@ -122,20 +122,22 @@ def test_bad_events_are_rejected_with_a_reason(changes, reason):
 
 def test_a_replayed_event_is_a_duplicate_event():
     _, original = ingest(event(), source="fruits.photos[0]@99")
-    (outcome,) = new_originals([original], [StoredOriginal(original.sha256, SOURCE)])
-    assert isinstance(outcome, RecordError) and outcome.reason == "duplicate_event"
+    with pytest.raises(RecordError) as refused:
+        check_not_stored(original, StoredOriginal(original.sha256, SOURCE))
+    assert refused.value.reason == "duplicate_event"
 
 
 def test_another_image_under_a_used_photo_id_is_a_duplicate_photo_id():
     _, original = ingest(event(image=images.jpeg(50, 50)), source="fruits.photos[0]@99")
-    (outcome,) = new_originals([original], [StoredOriginal("0" * 64, SOURCE)])
-    assert isinstance(outcome, RecordError) and outcome.reason == "duplicate_photo_id"
+    with pytest.raises(RecordError) as refused:
+        check_not_stored(original, StoredOriginal("0" * 64, SOURCE))
+    assert refused.value.reason == "duplicate_photo_id"
 
 
 def test_our_own_retry_after_a_crash_stores_again():
     _, original = ingest(event())
-    assert new_originals([original], [StoredOriginal(original.sha256, SOURCE)]) == [original]
-    assert new_originals([original], [None]) == [original]
+    check_not_stored(original, StoredOriginal(original.sha256, SOURCE))  # stored by this event: no error
+    check_not_stored(original, None)
 
 
 def test_a_repeat_within_one_batch_counts_as_stored():
@@ -143,7 +145,7 @@ def test_a_repeat_within_one_batch_counts_as_stored():
     _, replay = ingest(event(), source="fruits.photos[0]@2")
     _, other_image = ingest(event(image=images.jpeg(50, 50)), source="fruits.photos[0]@3")
     _, other_user = ingest(event(user_id="bob"), source="fruits.photos[0]@4")
-    outcomes = new_originals([first, replay, other_image, other_user], [None] * 4)
+    outcomes = new_originals([first, replay, other_image, other_user])
     assert outcomes[0] == first and outcomes[3] == other_user
     assert [outcome.reason for outcome in outcomes[1:3]] == ["duplicate_event", "duplicate_photo_id"]
 
@@ -176,3 +178,77 @@ def test_a_reencoded_photo_over_the_byte_limit_is_refused():
     assert caught.value.reason == "image_too_large" and "as JPEG" in str(caught.value)
     roomy = IngestPolicy(100 * len(avif), 5_000, 40_000_000, {"eu": "photos-eu"})
     assert ingest(event(image=avif), roomy)[1].content_type == "image/jpeg"
+
+
+class FakeS3:
+    """Conditional puts as S3 answers them: 412 when the key holds an object."""
+
+    def __init__(self):
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.calls: list[str] = []
+
+    def put_object(self, Bucket, Key, Body, ContentType, Metadata, IfNoneMatch=None):
+        from botocore.exceptions import ClientError
+
+        self.calls.append("put_if_absent" if IfNoneMatch else "put")
+        if IfNoneMatch == "*" and (Bucket, Key) in self.objects:
+            raise ClientError({"Error": {"Code": "PreconditionFailed"}}, "PutObject")
+        self.objects[Bucket, Key] = {"Body": Body, "Metadata": Metadata}
+
+    def head_object(self, Bucket, Key):
+        self.calls.append("head")
+        return {"Metadata": self.objects[Bucket, Key]["Metadata"]}
+
+
+def ingest_stage(monkeypatch):
+    from core.kafka import Received
+    from core.settings import Settings
+    from services.ingest import __main__ as service
+
+    s3 = FakeS3()
+    monkeypatch.setattr(service, "s3_client", lambda settings: s3)
+    stage = service.build_stage(Settings())
+
+    def run(*events_at):
+        return stage.transform([Received(e, RECEIVED, source) for e, source in events_at])
+
+    return s3, run
+
+
+def test_a_new_original_is_stored_with_one_conditional_request(monkeypatch):
+    s3, run = ingest_stage(monkeypatch)
+    (outcome,) = run((event(), SOURCE))
+    assert not isinstance(outcome, RecordError)
+    assert s3.calls == ["put_if_absent"]
+
+
+def test_a_taken_key_is_read_once_to_tell_a_retry_from_a_duplicate(monkeypatch):
+    s3, run = ingest_stage(monkeypatch)
+    run((event(), SOURCE))
+    s3.calls.clear()
+    (retried,) = run((event(), SOURCE))  # the same event after a crash: stored again
+    assert not isinstance(retried, RecordError)
+    assert s3.calls == ["put_if_absent", "head", "put"]
+    (replayed,) = run((event(), "fruits.photos[0]@8"))
+    (reused,) = run((event(image=images.jpeg(50, 50)), "fruits.photos[0]@9"))
+    assert (replayed.reason, reused.reason) == ("duplicate_event", "duplicate_photo_id")
+    (stored,) = s3.objects.values()  # neither overwrote the first event's original
+    assert stored["Metadata"]["source"] == SOURCE
+
+
+def test_ingest_refuses_to_start_on_a_store_that_ignores_conditional_writes(monkeypatch):
+    from core.settings import Settings
+    from services.ingest import __main__ as service
+
+    class IgnoresConditions(FakeS3):
+        def put_object(self, IfNoneMatch=None, **request):
+            super().put_object(**request)
+
+    for s3, refused in ((FakeS3(), False), (IgnoresConditions(), True)):
+        monkeypatch.setattr(service, "s3_client", lambda settings, s3=s3: s3)
+        stage = service.build_stage(Settings())
+        if refused:
+            with pytest.raises(RuntimeError, match="ignores conditional writes"):
+                stage.on_start(lambda: False)
+        else:
+            stage.on_start(lambda: False)
