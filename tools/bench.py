@@ -15,10 +15,16 @@ With ``--profile``, py-spy samples each service (and nothing else) during the fi
 run and writes a flame graph per service to ``profiles/<time>/<service>.svg`` (git-ignored);
 py-spy's own CPU is not counted in the services', but its run's throughput shares the cores with it.
 
-The runs are repeated (``--repeats``, 3 by default); the table shows the median and the
-spread (min–max) of each figure, and the same figures, each run's too, are written as JSON
-to ``--results`` (git-ignored). The featurizer and the machine (cores, CPU model, load
-average at the start) are stated: on a shared machine the spread says how far to trust it."""
+The runs are repeated (``--repeats``, 3 by default), the services started afresh and warmed
+up for each; the table shows the median and the spread (min–max) of each figure, and the same
+figures, each run's too, are written as JSON to ``--results`` (git-ignored). The featurizer
+and the machine (cores, CPU model, load average at the start) are stated: on a shared machine
+the spread says how far to trust it.
+
+``--variant NAME:VAR=VALUE,...`` measures a change against the baseline in the same bench: each
+repeat runs the baseline and then every variant (the services started with those environment
+variables), so that the machine's load falls on all of them alike; a last table compares each
+variant's medians with the baseline's (the per-change table of the README comes from it)."""
 
 from __future__ import annotations
 
@@ -60,6 +66,7 @@ RESULTS_DIR = PROJECT_ROOT / "bench-results"
 PROFILES_DIR = PROJECT_ROOT / "profiles"
 PROFILE_RATE = 100
 """py-spy's samples per second: enough for a flame graph, little enough for two shared cores."""
+BASELINE = "baseline"
 PARTS = ("wait", "process", "produce", "commit")
 """The rows of a stage in the waterfall: the hop parts (``core.hops``) and its outputs' commit wait."""
 
@@ -289,6 +296,40 @@ def print_table(summary: dict[str, dict[str, float]], out: Callable[[str], objec
     out("   produce → its transaction's commit, from its histogram; client wait: predict's produce → read)")
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``NAME:VAR=VALUE,VAR=VALUE`` → (name, environment)."""
+    name, _, assignments = text.partition(":")
+    env = dict(item.split("=", 1) for item in assignments.split(",") if "=" in item)
+    if not name or name == BASELINE or not env or len(env) != len(assignments.split(",")):
+        raise argparse.ArgumentTypeError(f"expected NAME:VAR=VALUE[,VAR=VALUE…] with a NAME other than {BASELINE!r}")
+    return name, env
+
+
+COMPARED = (
+    ("end_to_end_per_s", "end to end, images/s", 0),
+    ("ratio", "ratio", 2),
+    ("cpu_ms_per_record.outside_featurizer", "CPU ms/record outside the featurizer", 2),
+    ("cpu_ms_per_record.total", "CPU ms/record in all", 2),
+    ("latency_ms.p50", "p50 at half load, ms", 0),
+    ("latency_ms.p99", "p99 at half load, ms", 0),
+)
+
+
+def print_comparison(summaries: dict[str, dict[str, dict[str, float]]], out: Callable[[str], object] = print) -> None:
+    """Each variant's medians beside the baseline's, measured in the same bench."""
+    base = summaries[BASELINE]
+    out("variants against the baseline (medians of the same bench)")
+    for name, summary in summaries.items():
+        if name == BASELINE:
+            continue
+        out(f"  {name}")
+        for figure, label, digits in COMPARED:
+            if figure in base and figure in summary:
+                before, after = base[figure]["median"], summary[figure]["median"]
+                change = f"{100 * (after / before - 1):+.0f} %" if before else ""
+                out(f"    {label:<38} {before:10.{digits}f} → {after:10.{digits}f}  {change}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="fruits-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +338,14 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=3000, help="photos for each full-load run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of each half-load run")
     parser.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE,...",
+        help="also measure the services run with these environment variables (repeatable)",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"folder of the JSON results ({RESULTS_DIR})")
     parser.add_argument(
         "--profile", action="store_true", help=f"flame graphs of each service in the first run (py-spy; {PROFILES_DIR})"
@@ -304,6 +353,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    configurations = {BASELINE: {}, **dict(args.variant)}
+    if len(configurations) != len(args.variant) + 1:
+        parser.error("each --variant needs a name of its own")
     started = datetime.now(timezone.utc)
     host = machine()
     settings = get_settings().acting_as("admin")  # prepare() provisions and trains, as an operator
@@ -315,29 +367,40 @@ def main() -> int:
     )
     test = list_images(args.data / "Test")
     # Metrics ports clear of a demo's (or another bench's) on the same machine.
-    services = start_services(settings.state_dir / "logs", port_offset=free_port_offset(0))
-    runs: list[dict[str, float]] = []
-    try:
-        round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # the JVM and the services
-        for index in range(args.repeats):
-            print(f"run {index + 1} of {args.repeats}")
-            profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if args.profile and index == 0 else None
-            runs.append(one_run(settings, services, test, args.photos, args.latency_seconds, profiles))
-            if profiles is not None:
-                print(f"flame graphs: {profiles}")
-        rss = {name: service.peak_rss_bytes() for name, service in services.items()}
-    finally:
-        stop_services(services)
+    port_offset = free_port_offset(0)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in configurations}
+    rss: dict[str, dict[str, int]] = {name: {} for name in configurations}
+    for index in range(args.repeats):
+        for name, env in configurations.items():
+            print(f"run {index + 1} of {args.repeats}" + ("" if len(configurations) == 1 else f": {name}"))
+            services = start_services(settings.state_dir / "logs", env=env, port_offset=port_offset)
+            try:
+                round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # JVM and services
+                first = args.profile and index == 0 and name == BASELINE
+                profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if first else None
+                runs[name].append(one_run(settings, services, test, args.photos, args.latency_seconds, profiles))
+                if profiles is not None:
+                    print(f"flame graphs: {profiles}")
+                for key, service in services.items():
+                    rss[name][key] = max(rss[name].get(key, 0), service.peak_rss_bytes())
+            finally:
+                stop_services(services)
 
-    summary = summarise(runs)
+    summaries = {name: summarise(config_runs) for name, config_runs in runs.items()}
     print()
     print(
         f"featurizer {featurizer_id}; {host['cores']} cores ({host['cpu_model']}); load average at start "
         + " ".join(f"{load:.2f}" for load in host["load_average_at_start"])
     )
-    print_table(summary)
-    for name, peak in rss.items():
-        print(f"peak RSS {name:<16} {peak / 2**20:8.0f} MB  (target ≤ 400 MB each)")
+    for name, summary in summaries.items():
+        if len(configurations) > 1:
+            print(f"\n== {name}" + (f": {' '.join(f'{k}={v}' for k, v in configurations[name].items())}" if name != BASELINE else ""))
+        print_table(summary)
+        for key, peak in rss[name].items():
+            print(f"peak RSS {key:<16} {peak / 2**20:8.0f} MB  (target ≤ 400 MB each)")
+    if len(configurations) > 1:
+        print()
+        print_comparison(summaries)
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     results = {
@@ -345,10 +408,12 @@ def main() -> int:
         "featurizer": featurizer_id,
         "machine": host,
         "arguments": {"photos": args.photos, "latency_seconds": args.latency_seconds, "repeats": args.repeats},
-        "summary": summary,
-        "runs": runs,
-        "peak_rss_bytes": rss,
-    }
+        "configurations": {
+            name: {"environment": configurations[name], "summary": summaries[name], "runs": runs[name],
+                   "peak_rss_bytes": rss[name]}
+            for name in configurations
+        },
+    }  # fmt: skip
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {path}")
     return 0

@@ -1,10 +1,12 @@
 """The bench's arithmetic: histogram quantiles from scraped buckets, the median and spread
-of repeated runs, and the waterfall read from the predictions' hop headers."""
+of repeated runs, the waterfall read from the predictions' hop headers, the variants."""
+
+import argparse
 
 import pytest
 
 from core.hops import Hop, hop_header, source_header
-from tools.bench import bucket_quantile, commit_wait_buckets, summarise
+from tools.bench import bucket_quantile, commit_wait_buckets, parse_variant, print_comparison, summarise
 from tools.roundtrip import RoundTrip
 
 
@@ -51,3 +53,29 @@ def test_start_up_is_apart_from_the_latencies_of_the_photos_sent_after_it():
     assert result.steady_latencies() == [0.25, 0.5]
     assert RoundTrip(sent_at={"a": 0.0}).startup_seconds() is None
     assert RoundTrip(sent_at={"a": 0.0}).steady_latencies() == []
+
+
+def test_a_variant_names_its_environment():
+    assert parse_variant("lz4:FRUITS_KAFKA_COMPRESSION=lz4,MALLOC_ARENA_MAX=2") == (
+        "lz4",
+        {"FRUITS_KAFKA_COMPRESSION": "lz4", "MALLOC_ARENA_MAX": "2"},
+    )
+    assert parse_variant("url:X=a=b") == ("url", {"X": "a=b"})  # only the first = splits
+
+
+@pytest.mark.parametrize("text", ["lz4", ":X=1", "baseline:X=1", "lz4:", "lz4:X=1,Y"])
+def test_a_malformed_variant_is_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_variant(text)
+
+
+def test_the_comparison_sets_each_variant_beside_the_baseline():
+    def summary(ratio, p99):
+        return summarise([{"ratio": ratio, "latency_ms.p99": p99}])
+
+    lines: list[str] = []
+    print_comparison({"baseline": summary(0.5, 200.0), "lz4": summary(0.6, 150.0)}, lines.append)
+    text = "\n".join(lines)
+    assert "lz4" in text
+    assert "0.50 →       0.60  +20 %" in text
+    assert "200 →        150  -25 %" in text
