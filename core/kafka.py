@@ -119,7 +119,11 @@ def stage_transactional_id(stage: str, instance_id: str) -> str:
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return client_config(
         settings,
-        **{"linger.ms": 2, "message.max.bytes": size_limits(settings).dead_letter_bytes},  # stages produce dead letters
+        **{
+            "linger.ms": 2,
+            "message.max.bytes": size_limits(settings).dead_letter_bytes,  # stages produce dead letters
+            "compression.type": settings.kafka_compression,
+        },
         **extra,
     )
 

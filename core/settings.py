@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     on this machine. A slot is held by a lock file under FRUITS_STATE_DIR/slots while the process
     lives: a second process given a taken slot refuses to start. `fruits services` gives each
     replica its slot; on a cluster give each pod its own (a StatefulSet pod's ordinal or name)."""
+    kafka_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
+    """Compression of what the services produce (librdkafka's compression.type)."""
     max_batch_records: int = Field(default=64, ge=1)
     """Most records one stage processes (and commits) in one transaction."""
     commit_interval_seconds: float = Field(default=0.0, ge=0)
