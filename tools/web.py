@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from tools import FRUITS360_SAMPLE
 from tools.demo import prepare
-from tools.services import Supervisor, start_services, stop_services
+from tools.services import GATEWAY, Supervisor, start_service, start_services, stop_service, stop_services, wait_ready
 
 TOKEN = re.compile(r"\b[0-9a-f]{16}\.[A-Za-z0-9_-]{16,128}")
 """An API token as ``fruits users add`` prints it: ``<token id>.<secret>``."""
@@ -73,43 +72,6 @@ def demo_token(settings: Settings, url: str) -> str:
     return token
 
 
-def start_gateway(log_dir: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """``python -m services.gateway`` (with ``env`` added to this environment), logging to ``log_dir``/gateway.log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with (log_dir / "gateway.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.gateway"], stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )
-
-
-def wait_answering(gateway: subprocess.Popen, url: str, log: Path) -> None:
-    """Returns once the gateway answers /metrics; raises RuntimeError if it exits or takes too long."""
-    deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
-    while True:
-        if gateway.poll() is not None:
-            raise RuntimeError(f"the gateway exited with {gateway.returncode}; its log: {log}")
-        try:
-            urllib.request.urlopen(f"{url}/metrics", timeout=2).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the gateway did not answer on {url} within {GATEWAY_START_TIMEOUT_S:.0f} s; its log: {log}"
-                )
-            time.sleep(0.5)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def run(settings: Settings, data: Path) -> int:
     print(f"model bundle: {prepare(settings.acting_as('admin'), data)}")
     log_dir = settings.state_dir / "logs"
@@ -120,21 +82,21 @@ def run(settings: Settings, data: Path) -> int:
     supervisor = Supervisor(start_services(log_dir), log_dir)
     gateway = None
     try:
-        gateway = start_gateway(log_dir)
-        wait_answering(gateway, url, log_dir / "gateway.log")
+        gateway = start_service(GATEWAY, log_dir)
+        wait_ready(gateway, GATEWAY_START_TIMEOUT_S)
         token = demo_token(settings, url)
         print(f"\nthe page:   {url}/\nyour token: {token}")
         print(f"(logs in {log_dir}; Ctrl-C stops the gateway and the services)")
-        while gateway.poll() is None:
+        while gateway.process.poll() is None:
             supervisor.check()
             time.sleep(1)
-        print(f"the gateway exited with {gateway.returncode}; its log: {log_dir / 'gateway.log'}", file=sys.stderr)
+        print(f"the gateway exited with {gateway.process.returncode}; its log: {gateway.log_path}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
         if gateway is not None:
-            stop(gateway)
+            stop_service(gateway)
         stop_services(supervisor.services)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import pytest
 
 from core.settings import PROJECT_ROOT
 from tools import web
+from tools.services import GATEWAY, ServiceProcess, start_service, stop_service, wait_ready
 
 needs_gateway = pytest.mark.skipif(
     not (PROJECT_ROOT / "services" / "gateway" / "__main__.py").is_file(),
@@ -33,11 +33,10 @@ def add_user(name: str) -> str:
 @dataclass
 class Gateway:
     url: str
-    process: subprocess.Popen
-    log_path: Path
+    service: ServiceProcess
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.service.log_path.read_text(errors="replace")
 
     def call(self, method: str, path: str, token: str, body: bytes | None = None, content_type: str = "") -> Any:
         """The JSON answer of a 2xx; raises urllib.error.HTTPError otherwise."""
@@ -69,17 +68,17 @@ class Gateway:
 def start_gateway(log_dir: Path, port: int) -> Gateway:
     """``python -m services.gateway`` on 127.0.0.1:``port``, once it answers."""
     env = {"FRUITS_GATEWAY_HOST": "127.0.0.1", "FRUITS_GATEWAY_PORT": str(port)}
-    gateway = Gateway(f"http://127.0.0.1:{port}", web.start_gateway(log_dir, env), log_dir / "gateway.log")
+    gateway = Gateway(f"http://127.0.0.1:{port}", start_service(GATEWAY, log_dir, env))
     try:
-        web.wait_answering(gateway.process, gateway.url, gateway.log_path)
-    except RuntimeError as exc:
-        stop_gateway(gateway)
+        wait_ready(gateway.service, web.GATEWAY_START_TIMEOUT_S)
+    except (RuntimeError, TimeoutError) as exc:
+        stop_service(gateway.service)
         pytest.fail(f"{exc}:\n{gateway.log()[-3000:]}")
     return gateway
 
 
 def stop_gateway(gateway: Gateway) -> None:
-    web.stop(gateway.process)
+    stop_service(gateway.service)
 
 
 def sse_first_event(gateway: Gateway, token: str, photo_id: str, timeout: float = 120.0) -> dict:
