@@ -116,32 +116,28 @@ def stage_transactional_id(stage: str, instance_id: str) -> str:
     return f"{stage_group_id(stage)}-{instance_id}"
 
 
-def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return client_config(
-        settings,
-        **{
-            "linger.ms": 2,
-            "message.max.bytes": size_limits(settings).dead_letter_bytes,  # stages produce dead letters
-            "compression.type": settings.kafka_compression,
-        },
-        **extra,
-    )
+def producer_config(settings: Settings, **role: Any) -> dict[str, Any]:
+    """Every producer's configuration: the defaults, FRUITS_KAFKA_PRODUCER_OPTIONS over them,
+    then what the caller's ``role`` needs (its transactional.id, idempotence, callbacks)."""
+    defaults = {
+        "linger.ms": 2,
+        "message.max.bytes": size_limits(settings).dead_letter_bytes,  # stages produce dead letters
+        "compression.type": settings.kafka_compression,
+    }
+    return client_config(settings, **{**defaults, **settings.kafka_producer_options, **role})
 
 
-def consumer_config(settings: Settings, group_id: str, **extra: Any) -> dict[str, Any]:
-    return client_config(
-        settings,
-        **{
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            # The broker answers a fetch as soon as data is there; this only bounds how long
-            # an empty fetch waits, so it trades idle broker CPU against nothing.
-            "fetch.wait.max.ms": 100,
-        },
-        **extra,
-    )
+def consumer_config(settings: Settings, group_id: str, **role: Any) -> dict[str, Any]:
+    """Every consumer's configuration, as ``producer_config`` (FRUITS_KAFKA_CONSUMER_OPTIONS);
+    its group, its manual commits and read_committed are never overridden."""
+    defaults = {
+        "auto.offset.reset": "earliest",
+        # The broker answers a fetch as soon as data is there; this only bounds how long
+        # an empty fetch waits, so it trades idle broker CPU against nothing.
+        "fetch.wait.max.ms": 100,
+    }
+    fixed = {"group.id": group_id, "enable.auto.commit": False, "isolation.level": "read_committed"}
+    return client_config(settings, **{**defaults, **settings.kafka_consumer_options, **fixed, **role})
 
 
 def metadata_problem(settings: Settings, timeout: float) -> KafkaError | None:

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     replica its slot; on a cluster give each pod its own (a StatefulSet pod's ordinal or name)."""
     kafka_compression: Literal["none", "lz4", "zstd", "snappy", "gzip"] = "none"
     """Compression of what the services produce (librdkafka's compression.type)."""
+    kafka_producer_options: dict[str, str] = {}
+    """librdkafka properties for every producer, over the defaults (JSON), to tune without a
+    release: ``{"retry.backoff.ms": "20"}``. What a producer's role sets (its transactional.id,
+    idempotence) is not overridden."""
+    kafka_consumer_options: dict[str, str] = {}
+    """The same for every consumer (its group.id and isolation level are not overridden)."""
     max_batch_records: int = Field(default=64, ge=1)
     """Most records one stage processes (and commits) in one transaction."""
     commit_interval_seconds: float = Field(default=0.0, ge=0)

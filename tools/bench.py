@@ -24,7 +24,10 @@ the spread says how far to trust it.
 ``--variant NAME:VAR=VALUE,...`` measures a change against the baseline in the same bench: each
 repeat runs the baseline and then every variant (the services started with those environment
 variables), so that the machine's load falls on all of them alike; a last table compares each
-variant's medians with the baseline's (the per-change table of the README comes from it)."""
+variant's medians with the baseline's (the per-change table of the README comes from it). A
+code change is measured the same way, the variant running another checkout's services:
+``before:PYTHONSAFEPATH=1,PYTHONPATH=/path/to/checkout,FRUITS_STATE_DIR=$PWD/.stack`` (Python
+then imports that checkout instead of this one; the stack stays this one's)."""
 
 from __future__ import annotations
 
