@@ -188,3 +188,11 @@ def test_preprocess_matches_dataset_native_size_exactly():
     out = io.BytesIO()
     Image.fromarray(source).save(out, format="PNG")
     assert np.array_equal(preprocess(out.getvalue(), size=100), source)
+
+
+def test_a_large_jpeg_is_checked_at_a_reduced_scale_but_reported_at_its_size():
+    data = images.jpeg(1600, 1200)
+    assert inspect_image(data, MAX_PIXELS) == ImageInfo("image/jpeg", 1600, 1200)
+    with pytest.raises(RecordError) as caught:
+        inspect_image(data[: len(data) * 2 // 3], MAX_PIXELS)  # truncated: still decoded to the end
+    assert caught.value.reason == "undecodable_image"
