@@ -123,6 +123,11 @@ def producer_config(settings: Settings, **role: Any) -> dict[str, Any]:
         "linger.ms": 2,
         "message.max.bytes": size_limits(settings).dead_letter_bytes,  # stages produce dead letters
         "compression.type": settings.kafka_compression,
+        # A transaction's first request right after the previous commit is often refused with
+        # CONCURRENT_TRANSACTIONS while the commit markers are written; librdkafka retries it
+        # after this wait (default 100 ms: the 100–120 ms tail of every hop). Backoff still
+        # doubles up to retry.backoff.max.ms on repeated failures. Measured in the README.
+        "retry.backoff.ms": 10,
     }
     return client_config(settings, **{**defaults, **settings.kafka_producer_options, **role})
 

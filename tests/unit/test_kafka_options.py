@@ -29,4 +29,4 @@ def test_consumer_options_never_change_the_group_commits_or_isolation(monkeypatc
 
 def test_without_options_the_defaults_stand():
     config = producer_config(Settings(kafka_security_protocol="PLAINTEXT"))
-    assert config["linger.ms"] == 2 and config["compression.type"] == "none"
+    assert config["linger.ms"] == 2 and config["compression.type"] == "none" and config["retry.backoff.ms"] == 10
