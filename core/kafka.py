@@ -125,8 +125,8 @@ def producer_config(settings: Settings, **role: Any) -> dict[str, Any]:
         "compression.type": settings.kafka_compression,
         # A transaction's first request right after the previous commit is often refused with
         # CONCURRENT_TRANSACTIONS while the commit markers are written; librdkafka retries it
-        # after this wait (default 100 ms: the 100–120 ms tail of every hop). Backoff still
-        # doubles up to retry.backoff.max.ms on repeated failures. Measured in the README.
+        # after this wait (default 100 ms). Backoff still doubles up to retry.backoff.max.ms
+        # on repeated failures. Demo p99 at 40/s: 54 ms against 68–183 ms (README).
         "retry.backoff.ms": 10,
     }
     return client_config(settings, **{**defaults, **settings.kafka_producer_options, **role})
