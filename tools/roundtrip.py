@@ -40,12 +40,17 @@ class RoundTrip:
             return None
         return min(self.received_at.values()) - min(self.sent_at.values())
 
+    def steady_photos(self) -> set[str]:
+        """The answered photos sent once the first prediction was read: the start-up (the
+        services' and this client's connections, models) is behind them."""
+        if not self.received_at:
+            return set()
+        warm = min(self.received_at.values())
+        return {p for p in self.received_at if self.sent_at[p] >= warm}
+
     def steady_latencies(self) -> list[float]:
         """The latencies of the photos sent once the first prediction was read: without the start-up."""
-        if not self.received_at:
-            return []
-        warm = min(self.received_at.values())
-        return sorted(self.received_at[p] - self.sent_at[p] for p in self.received_at if self.sent_at[p] >= warm)
+        return sorted(self.received_at[p] - self.sent_at[p] for p in self.steady_photos())
 
     def duplicates(self) -> int:
         return sum(len(found) - 1 for found in self.predictions.values() if len(found) > 1)
@@ -53,11 +58,13 @@ class RoundTrip:
     def missing(self) -> list[str]:
         return [photo_id for photo_id in self.sent_at if photo_id not in self.predictions]
 
-    def hop_seconds(self) -> dict[tuple[str, str], list[float]]:
+    def hop_seconds(self, steady: bool = False) -> dict[tuple[str, str], list[float]]:
         """``(stage, part) → sorted seconds`` over the predictions (``core.hops.hop_seconds``),
-        plus ``("client", "wait")``: from predict producing the prediction to its reading here."""
+        plus ``("client", "wait")``: from predict producing the prediction to its reading here.
+        ``steady``: over the ``steady_photos`` only."""
         found: dict[tuple[str, str], list[float]] = {}
-        for headers, read_at in self.hops.values():
+        photos = self.steady_photos() if steady else self.hops.keys()
+        for headers, read_at in (self.hops[p] for p in photos if p in self.hops):
             source, path = hops.parse(headers)
             seconds = hops.hop_seconds(source, path)
             if path:

@@ -55,6 +55,15 @@ def test_start_up_is_apart_from_the_latencies_of_the_photos_sent_after_it():
     assert RoundTrip(sent_at={"a": 0.0}).steady_latencies() == []
 
 
+
+def test_steady_hop_seconds_leave_out_the_photos_sent_before_the_first_prediction():
+    early = [source_header(0), hop_header(Hop("ingest", 0.4, 0.5, 0.6))]  # waited for the client to connect
+    late = [source_header(3_000), hop_header(Hop("ingest", 3.01, 3.1, 3.2))]
+    result = RoundTrip(sent_at={"a": 0.0, "c": 3.0}, received_at={"a": 2.0, "c": 3.25})
+    result.hops = {"a": (early, 2.0), "c": (late, 3.25)}
+    assert result.hop_seconds()["ingest", "wait"] == pytest.approx([0.01, 0.4])
+    assert result.hop_seconds(steady=True)["ingest", "wait"] == pytest.approx([0.01])
+
 def test_a_variant_names_its_environment():
     assert parse_variant("lz4:FRUITS_KAFKA_COMPRESSION=lz4,MALLOC_ARENA_MAX=2") == (
         "lz4",
