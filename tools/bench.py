@@ -60,6 +60,7 @@ from core.settings import PIPELINE_SERVICES, PROJECT_ROOT, Settings, get_setting
 from tools import FRUITS360_SAMPLE
 from tools.bench_featurizers import images_per_second
 from tools.bench_metrics import process_cpu_seconds
+from tools.cli import replicas_of
 from tools.demo import labelled_photos, percentile, prepare, spread
 from tools.roundtrip import round_trip
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
@@ -354,6 +355,10 @@ def main() -> int:
         metavar="NAME:VAR=VALUE,...",
         help="also measure the services run with these environment variables (repeatable)",
     )
+    parser.add_argument(
+        "--replicas", action="append", type=replicas_of, default=[], metavar="SERVICE=N",
+        help="run N replicas of SERVICE in every configuration (repeatable), e.g. --replicas featurize=2",
+    )  # fmt: skip
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"folder of the JSON results ({RESULTS_DIR})")
     parser.add_argument(
         "--profile", action="store_true", help=f"flame graphs of each service in the first run (py-spy; {PROFILES_DIR})"
@@ -381,7 +386,9 @@ def main() -> int:
     for index in range(args.repeats):
         for name, env in configurations.items():
             print(f"run {index + 1} of {args.repeats}" + ("" if len(configurations) == 1 else f": {name}"))
-            services = start_services(settings.state_dir / "logs", env=env, port_offset=port_offset)
+            services = start_services(
+                settings.state_dir / "logs", env=env, port_offset=port_offset, replicas=dict(args.replicas)
+            )
             try:
                 round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # JVM and services
                 first = args.profile and index == 0 and name == BASELINE
@@ -415,7 +422,8 @@ def main() -> int:
         "started_at": started.isoformat(),
         "featurizer": featurizer_id,
         "machine": host,
-        "arguments": {"photos": args.photos, "latency_seconds": args.latency_seconds, "repeats": args.repeats},
+        "arguments": {"photos": args.photos, "latency_seconds": args.latency_seconds, "repeats": args.repeats,
+                      "replicas": dict(args.replicas)},
         "configurations": {
             name: {"environment": configurations[name], "summary": summaries[name], "runs": runs[name],
                    "peak_rss_bytes": rss[name]}
