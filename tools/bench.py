@@ -409,7 +409,8 @@ def main() -> int:
     )
     for name, summary in summaries.items():
         if len(configurations) > 1:
-            print(f"\n== {name}" + (f": {' '.join(f'{k}={v}' for k, v in configurations[name].items())}" if name != BASELINE else ""))
+            environment = " ".join(f"{key}={value}" for key, value in configurations[name].items())
+            print(f"\n== {name}" + (f": {environment}" if environment else ""))
         print_table(summary)
         for key, peak in rss[name].items():
             print(f"peak RSS {key:<16} {peak / 2**20:8.0f} MB  (target ≤ 400 MB each)")

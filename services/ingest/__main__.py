@@ -114,7 +114,9 @@ def build_stage(settings: Settings) -> Stage[PhotoEvent, IngestedPhoto]:
             except DependencyError as exc:
                 delay = backoff.next_delay()
                 log.warning("ingest: %s; checking the S3 store again in %.0f s", exc, delay)
-                time.sleep(delay)
+                resume_at = time.monotonic() + delay
+                while not stop() and time.monotonic() < resume_at:  # SIGTERM is not kept waiting
+                    time.sleep(0.2)
                 continue
             if overwritten:
                 raise RuntimeError(

@@ -252,3 +252,22 @@ def test_ingest_refuses_to_start_on_a_store_that_ignores_conditional_writes(monk
                 stage.on_start(lambda: False)
         else:
             stage.on_start(lambda: False)
+
+
+def test_ingest_waiting_for_s3_at_start_up_stops_when_told(monkeypatch):
+    from botocore.exceptions import ClientError
+
+    from core.settings import Settings
+    from services.ingest import __main__ as service
+
+    class Away(FakeS3):
+        def put_object(self, **request):
+            away = {"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+            raise ClientError(away, "PutObject")
+
+    monkeypatch.setattr(service, "s3_client", lambda settings: Away())
+    naps: list[float] = []
+    monkeypatch.setattr(service.time, "sleep", naps.append)
+    stage = service.build_stage(Settings(retry_backoff_initial_seconds=30))
+    stage.on_start(lambda: len(naps) >= 1)  # SIGTERM during the first wait
+    assert naps == [0.2]  # not the 30-s backoff
