@@ -11,6 +11,8 @@ Each run measures, with the five services started once and warmed up:
   (``core.hops``: the wait before each stage, its processing, its produce, from the hop
   headers of the predictions; each stage's commit wait from its /metrics), over the photos
   sent after the first prediction came back; the start-up before it is its own figure.
+  One client producer serves all of a run's photos, warm-up included, as a long-lived client
+  (the gateway) keeps its own: a new producer's start-up is not the pipeline's latency.
 
 With ``--profile``, py-spy samples each service (and nothing else) during the first full-load
 run and writes a flame graph per service to ``profiles/<time>/<service>.svg`` (git-ignored);
@@ -61,6 +63,7 @@ from tools import FRUITS360_SAMPLE
 from tools.bench_featurizers import images_per_second
 from tools.bench_metrics import process_cpu_seconds
 from tools.cli import replicas_of
+from tools.client import PhotoSender
 from tools.demo import labelled_photos, percentile, prepare, spread
 from tools.roundtrip import round_trip
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
@@ -199,6 +202,7 @@ def profiled(services: dict[str, ServiceProcess], folder: Path | None) -> Iterat
 def one_run(
     settings: Settings,
     services: dict[str, ServiceProcess],
+    sender: PhotoSender,
     test: LabelledImages,
     photos: int,
     latency_seconds: float,
@@ -214,7 +218,7 @@ def one_run(
     meter = CpuMeter(settings, services)
     cpu_before, scraped_before = meter.read(), {key: scrape(s) for key, s in services.items()}
     with profiled(services, profiles):
-        full = round_trip(settings, labelled_photos(spread(test, photos))[0], progress="full load")
+        full = round_trip(settings, labelled_photos(spread(test, photos))[0], progress="full load", sender=sender)
     cpu_after, scraped_after = meter.read(), {key: scrape(s) for key, s in services.items()}
     done = len(full.predictions)
     end_to_end = done / (max(full.received_at.values()) - min(full.sent_at.values()))
@@ -235,9 +239,9 @@ def one_run(
     rate = end_to_end / 2
     scraped_before = {key: scrape(s) for key, s in services.items()}
     photos_half = labelled_photos(spread(test, int(rate * latency_seconds)))[0]
-    half = round_trip(settings, photos_half, rate=rate, progress=f"half load ({rate:.0f}/s)")
+    half = round_trip(settings, photos_half, rate=rate, progress=f"half load ({rate:.0f}/s)", sender=sender)
     scraped_after = {key: scrape(s) for key, s in services.items()}
-    # As `fruits demo`: the start-up (this client's new producer connecting, mostly) on its own.
+    # As `fruits demo`: the time to the first prediction (the services' idle connections) on its own.
     latencies = half.steady_latencies()
     figures["half_load_per_s"] = rate
     if (startup := half.startup_seconds()) is not None:
@@ -381,6 +385,7 @@ def main() -> int:
     test = list_images(args.data / "Test")
     # Metrics ports clear of a demo's (or another bench's) on the same machine.
     port_offset = free_port_offset(0)
+    sender = PhotoSender(settings)
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in configurations}
     rss: dict[str, dict[str, int]] = {name: {} for name in configurations}
     for index in range(args.repeats):
@@ -390,10 +395,13 @@ def main() -> int:
                 settings.state_dir / "logs", env=env, port_offset=port_offset, replicas=dict(args.replicas)
             )
             try:
-                round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up")  # JVM and services
+                # The JVM, the services and this client's producer (kept for the run, as a client keeps it).
+                round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up", sender=sender)
                 first = args.profile and index == 0 and name == BASELINE
                 profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if first else None
-                runs[name].append(one_run(settings, services, test, args.photos, args.latency_seconds, profiles))
+                runs[name].append(
+                    one_run(settings, services, sender, test, args.photos, args.latency_seconds, profiles)
+                )
                 if profiles is not None:
                     print(f"flame graphs: {profiles}")
                 for key, service in services.items():

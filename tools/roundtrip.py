@@ -140,16 +140,23 @@ def round_trip(
     progress: str | None = None,
     on_sent: Callable[[int], None] | None = None,
     linger: float = 1.0,
+    sender: PhotoSender | None = None,
 ) -> RoundTrip:
     """Send ``(photo_id, path)`` photos (at ``rate`` per second, or as fast as
     possible) and collect their predictions until all arrived or ``timeout`` seconds
     pass without one, then ``linger`` seconds more to catch duplicates; ``on_sent(n)``
     is called after the n-th photo is sent. Photos are read into memory first so that
-    disk speed does not pace the sending."""
+    disk speed does not pace the sending.
+
+    ``sender``: a producer kept across round trips, as a long-lived client (the gateway)
+    keeps its own; by default a new one. A new idempotent producer may hold its first photos
+    for up to half a second (librdkafka asks for its producer id before the connection is up,
+    and asks again 500 ms later), and the backlog that builds meanwhile delays the photos
+    sent after it too: a measurement of the pipeline's steady latency reuses a warm sender."""
     payloads = [(photo_id, path.name, path.read_bytes()) for photo_id, path in photos]
     reader = PredictionReader(settings)
     result = RoundTrip()
-    sending = SendingThread(PhotoSender(settings), payloads, result, rate, on_sent)
+    sending = SendingThread(sender or PhotoSender(settings), payloads, result, rate, on_sent)
     sending.start()
     with tqdm(total=len(payloads), desc=progress, unit="photo", disable=progress is None) as bar:
         try:
