@@ -10,9 +10,12 @@ Each run measures, with the five services started once and warmed up:
 - at half of that throughput: the send→prediction latency and the waterfall of each hop
   (``core.hops``: the wait before each stage, its processing, its produce, from the hop
   headers of the predictions; each stage's commit wait from its /metrics), over the photos
-  sent after the first prediction came back; the start-up before it is its own figure.
-  One client producer serves all of a run's photos, warm-up included, as a long-lived client
-  (the gateway) keeps its own: a new producer's start-up is not the pipeline's latency.
+  sent after the first prediction came back; the start-up before it is its own figure; and
+  the CPU per record again, with the records per transaction (fewer than at full load: each
+  transaction's fixed cost in the clients and the broker falls on fewer records).
+
+One client producer serves all of a run's photos, warm-up included, as a long-lived client
+(the gateway) keeps its own: a new producer's start-up is not the pipeline's latency.
 
 With ``--profile``, py-spy samples each service (and nothing else) during the first full-load
 run and writes a flame graph per service to ``profiles/<time>/<service>.svg`` (git-ignored);
@@ -158,6 +161,18 @@ def committed_transactions(samples: dict) -> float:
     )
 
 
+def cpu_figures(prefix: str, before: dict[str, float], after: dict[str, float], records: int) -> dict[str, float]:
+    """``prefix.<process>``: CPU ms per record of each process between two ``CpuMeter`` readings,
+    and ``prefix.total``."""
+    figures = {f"{prefix}.{name}": 1000 * (after[name] - before[name]) / records for name in before}
+    return figures | {f"{prefix}.total": sum(figures.values())}
+
+
+def transactions_between(before: dict[str, dict], after: dict[str, dict]) -> float:
+    """Transactions the services committed between two scrapes of each."""
+    return sum(committed_transactions(after[key]) - committed_transactions(before[key]) for key in after)
+
+
 class CpuMeter:
     """CPU seconds of the services and of the stack's processes (when this stack runs them)."""
 
@@ -209,7 +224,8 @@ def one_run(
     profiles: Path | None = None,
 ) -> dict[str, float]:
     """One measurement: the figures of the module docstring, flat (``name → value``); the
-    full-load run is profiled into ``profiles`` if given."""
+    full-load run is profiled into ``profiles`` if given. ``sender``: the client's producer,
+    already warm (see ``tools.roundtrip.round_trip``)."""
     figures: dict[str, float] = {}
     alone, alone_cpu = featurizer_throughput(settings, spread(test, 1000).paths)
     figures["featurizer_alone_per_s"] = alone
@@ -224,23 +240,29 @@ def one_run(
     end_to_end = done / (max(full.received_at.values()) - min(full.sent_at.values()))
     figures |= {"end_to_end_per_s": end_to_end, "ratio": end_to_end / alone, "full_load_missing": len(full.missing())}
     figures["full_load_duplicates"] = full.duplicates()
-    for name in cpu_before:
-        figures[f"cpu_ms_per_record.{name}"] = 1000 * (cpu_after[name] - cpu_before[name]) / done
-    total = sum(figures[f"cpu_ms_per_record.{name}"] for name in cpu_before)
-    figures["cpu_ms_per_record.total"] = total
-    figures["cpu_ms_per_record.outside_featurizer"] = total - figures["featurizer_alone_cpu_ms_per_image"]
-    transactions = sum(committed_transactions(scraped_after[k]) - committed_transactions(scraped_before[k])
-                       for k in services)  # fmt: skip
+    figures |= cpu_figures("cpu_ms_per_record", cpu_before, cpu_after, done)
+    figures["cpu_ms_per_record.outside_featurizer"] = (
+        figures["cpu_ms_per_record.total"] - figures["featurizer_alone_cpu_ms_per_image"]
+    )
+    transactions = transactions_between(scraped_before, scraped_after)
     if kafka_server.NAME in cpu_before and transactions:
         kafka_cpu = cpu_after[kafka_server.NAME] - cpu_before[kafka_server.NAME]
         figures["kafka_cpu_ms_per_transaction"] = 1000 * kafka_cpu / transactions
         figures["records_per_transaction"] = 5 * done / transactions
 
     rate = end_to_end / 2
-    scraped_before = {key: scrape(s) for key, s in services.items()}
     photos_half = labelled_photos(spread(test, int(rate * latency_seconds)))[0]
+    cpu_before, scraped_before = meter.read(), {key: scrape(s) for key, s in services.items()}
     half = round_trip(settings, photos_half, rate=rate, progress=f"half load ({rate:.0f}/s)", sender=sender)
-    scraped_after = {key: scrape(s) for key, s in services.items()}
+    cpu_after, scraped_after = meter.read(), {key: scrape(s) for key, s in services.items()}
+    # Transactions shrink at half load (the loops keep up, so each commits what little has come):
+    # the per-transaction cost of clients and broker falls on fewer records.
+    figures |= cpu_figures("half_load_cpu_ms_per_record", cpu_before, cpu_after, len(half.predictions))
+    figures["half_load_cpu_ms_per_record.outside_featurizer"] = (
+        figures["half_load_cpu_ms_per_record.total"] - figures["featurizer_alone_cpu_ms_per_image"]
+    )
+    if transactions := transactions_between(scraped_before, scraped_after):
+        figures["half_load_records_per_transaction"] = 5 * len(half.predictions) / transactions
     # As `fruits demo`: the time to the first prediction (the services' idle connections) on its own.
     latencies = half.steady_latencies()
     figures["half_load_per_s"] = rate
@@ -291,14 +313,16 @@ def print_table(summary: dict[str, dict[str, float]], out: Callable[[str], objec
     out(f"  latency p95                   {cell('latency_ms.p95')} ms")
     out(f"  latency p99                   {cell('latency_ms.p99')} ms  (target ≤ 150 ms)")
     out(f"  start-up at half load         {cell('half_load_startup_ms')} ms to the first prediction (not in the above)")
-    out("CPU ms per record at full load")
+    out(f"CPU ms per record{'at full load':>28} | at half load")
     for name in summary:
         if name.startswith("cpu_ms_per_record."):
-            out(f"  {name.split('.', 1)[1]:<28}  {cell(name, 2)}")
+            process = name.split(".", 1)[1]
+            out(f"  {process:<28}{cell(name, 2):>20} | {cell('half_load_cpu_ms_per_record.' + process, 2)}")
     out(f"  featurizer alone, per image   {cell('featurizer_alone_cpu_ms_per_image', 2)}  (the service's threads)")
     out("  (outside_featurizer = total − the featurizer alone's CPU per image; target ≤ 3 ms)")
     out(f"  Kafka broker per transaction  {cell('kafka_cpu_ms_per_transaction', 2)} ms "
         f"({cell('records_per_transaction', 1)} records per transaction)")  # fmt: skip
+    out(f"  records per transaction at half load: {cell('half_load_records_per_transaction', 1)}")
     out("waterfall at half load, ms: p50 | p99 (median of the runs, min–max)")
     for stage in (*PIPELINE_SERVICES, "client"):
         for part in PARTS:

@@ -6,7 +6,17 @@ import argparse
 import pytest
 
 from core.hops import Hop, hop_header, source_header
-from tools.bench import bucket_quantile, commit_wait_buckets, parse_variant, print_comparison, summarise
+from core.settings import Settings
+from tools import roundtrip
+from tools.bench import (
+    bucket_quantile,
+    commit_wait_buckets,
+    cpu_figures,
+    parse_variant,
+    print_comparison,
+    summarise,
+    transactions_between,
+)
 from tools.roundtrip import RoundTrip
 
 
@@ -29,6 +39,23 @@ def test_commit_wait_buckets_are_the_difference_between_two_scrapes_of_one_stage
     before = dict([sample("reduce", "0.1", 5.0), sample("reduce", "+Inf", 6.0)])
     after = dict([sample("reduce", "0.1", 8.0), sample("reduce", "+Inf", 10.0), sample("predict", "0.1", 3.0)])
     assert commit_wait_buckets(before, after, "reduce") == {0.1: 3.0, float("inf"): 4.0}
+
+
+def test_cpu_figures_are_ms_per_record_of_each_process_and_their_total():
+    figures = cpu_figures("half", {"ingest": 1.0, "kafka": 2.0}, {"ingest": 1.5, "kafka": 4.0}, records=100)
+    assert figures == pytest.approx({"half.ingest": 5.0, "half.kafka": 20.0, "half.total": 25.0})
+
+
+def test_transactions_between_counts_the_committed_ones_of_every_service():
+    def scrape(committed, aborted):
+        return {
+            ("fruits_transactions_total", (("outcome", "committed"), ("stage", "x"))): committed,
+            ("fruits_transactions_total", (("outcome", "aborted"), ("stage", "x"))): aborted,
+        }
+
+    before = {"ingest": scrape(10.0, 1.0), "predict": scrape(3.0, 0.0)}
+    after = {"ingest": scrape(25.0, 9.0), "predict": scrape(8.0, 2.0)}
+    assert transactions_between(before, after) == 20.0
 
 
 def test_summarise_gives_median_and_spread_of_the_runs_that_have_a_figure():
@@ -55,7 +82,6 @@ def test_start_up_is_apart_from_the_latencies_of_the_photos_sent_after_it():
     assert RoundTrip(sent_at={"a": 0.0}).steady_latencies() == []
 
 
-
 def test_steady_hop_seconds_leave_out_the_photos_sent_before_the_first_prediction():
     early = [source_header(0), hop_header(Hop("ingest", 0.4, 0.5, 0.6))]  # waited for the client to connect
     late = [source_header(3_000), hop_header(Hop("ingest", 3.01, 3.1, 3.2))]
@@ -63,6 +89,7 @@ def test_steady_hop_seconds_leave_out_the_photos_sent_before_the_first_predictio
     result.hops = {"a": (early, 2.0), "c": (late, 3.25)}
     assert result.hop_seconds()["ingest", "wait"] == pytest.approx([0.01, 0.4])
     assert result.hop_seconds(steady=True)["ingest", "wait"] == pytest.approx([0.01])
+
 
 def test_a_variant_names_its_environment():
     assert parse_variant("lz4:FRUITS_KAFKA_COMPRESSION=lz4,MALLOC_ARENA_MAX=2") == (
@@ -88,3 +115,43 @@ def test_the_comparison_sets_each_variant_beside_the_baseline():
     assert "lz4" in text
     assert "0.50 →       0.60  +20 %" in text
     assert "200 →        150  -25 %" in text
+
+
+def test_round_trip_sends_with_the_sender_it_is_given_and_makes_none(monkeypatch, tmp_path):
+    class Sent:
+        def __init__(self):
+            self.photos = []
+            self.flushed = False
+
+        def send_bytes(self, data, photo_id, name):
+            self.photos.append(photo_id)
+
+        def flush(self):
+            self.flushed = True
+
+    class Nothing:  # a consumer with no predictions
+        def poll(self, timeout):
+            return None
+
+    class Reader:
+        consumer = Nothing()
+
+        def __init__(self, settings):
+            pass
+
+        def close(self):
+            pass
+
+    def no_new_sender(settings):
+        raise AssertionError("round_trip made a sender of its own")
+
+    monkeypatch.setattr(roundtrip, "PredictionReader", Reader)
+    monkeypatch.setattr(roundtrip, "PhotoSender", no_new_sender)
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "b.jpg").write_bytes(b"b")
+    sender = Sent()
+    result = roundtrip.round_trip(
+        Settings(), [("p1", tmp_path / "a.jpg"), ("p2", tmp_path / "b.jpg")], timeout=0.01, sender=sender
+    )
+    assert sender.photos == ["p1", "p2"] and sender.flushed
+    assert result.missing() == ["p1", "p2"]
