@@ -62,7 +62,7 @@ from core.datasets import LabelledImages, list_images
 from core.featurizer import Featurizer
 from core.imaging import preprocess
 from core.settings import PIPELINE_SERVICES, PROJECT_ROOT, Settings, get_settings
-from tools import FRUITS360_SAMPLE
+from tools import tool_parser
 from tools.bench_featurizers import images_per_second
 from tools.bench_metrics import process_cpu_seconds
 from tools.cli import replicas_of
@@ -368,10 +368,7 @@ def print_comparison(summaries: dict[str, dict[str, dict[str, float]]], out: Cal
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="fruits-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
+    parser = tool_parser("fruits-bench", __doc__, test_split=True)
     parser.add_argument("--photos", type=int, default=3000, help="photos for each full-load run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of each half-load run")
     parser.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")

@@ -9,7 +9,6 @@ take turns, round after round, so that a busy moment of a shared machine hits th
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from core.featurizer import Featurizer
 from core.settings import PROJECT_ROOT, get_settings
+from tools import tool_parser
 
 MODELS = PROJECT_ROOT / "core" / "models"
 REFERENCE = "mobilenetv2_100px"
@@ -33,8 +33,7 @@ def images_per_second(featurizer: Featurizer, tensors: np.ndarray, batch: int, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench_featurizers", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = tool_parser("python -m tools.bench_featurizers", __doc__)
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the models (default 3)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per model and round (default 4)")
     args = parser.parse_args(argv)

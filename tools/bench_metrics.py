@@ -17,7 +17,6 @@ which starts a throwaway one on free ports (so it never disturbs a running demo)
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -28,12 +27,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from core import metrics
-from tools import FRUITS360_SAMPLE
+from core.datasets import list_images
 from core.photos import new_photo_id
+from core.settings import Settings, get_settings
+from tools import tool_parser
 from tools.roundtrip import round_trip
 from tools.services import ServiceProcess, free_port_offset, start_services, stop_services
-from core.settings import Settings, get_settings
-from core.datasets import list_images
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -126,10 +125,7 @@ def ensure_model(settings: Settings, data: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.bench_metrics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
+    parser = tool_parser("python -m tools.bench_metrics", __doc__, test_split=True)
     parser.add_argument("--photos", type=int, default=1000, help="photos per measured run (default 1000)")
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs (default 2)")
     parser.add_argument("--micro-only", action="store_true", help="only the broker-less microbenchmark")

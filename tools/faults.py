@@ -17,7 +17,6 @@ assert the same exactly-once outcome, without timing targets."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from core.datasets import list_images
 from core.kafka import LIBRDKAFKA_LOGGER
 from core.settings import Settings
-from tools import FRUITS360_SAMPLE
+from tools import tool_parser
 from tools.bench_metrics import ensure_model, own_stack
 from tools.demo import spread
 from tools.services import Supervisor, free_port_offset, supervised
@@ -132,10 +131,7 @@ def s3_outage(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.faults", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
+    parser = tool_parser("python -m tools.faults", __doc__, test_split=True)
     parser.add_argument("--rate", type=float, default=40.0, help="photos per second (default 40)")
     parser.add_argument("--lead", type=float, default=10.0, help="seconds of traffic before and after each fault")
     parser.add_argument("--outage", type=float, default=30.0, help="seconds S3 stays stopped (default 30)")

@@ -14,7 +14,6 @@ with its photos, at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -27,6 +26,7 @@ import httpx
 from core.datasets import list_images
 from core.settings import PROJECT_ROOT, Settings, get_settings
 from services.gateway.store import Store
+from tools import tool_parser
 from tools.client import PhotoSender, PredictionReader
 from tools.demo import percentile
 from tools.services import GATEWAY, free_port_offset, start_service, start_services, stop_services, wait_ready
@@ -129,11 +129,7 @@ def measure(settings: Settings, gateway: str, photos: list[Path], rate: float, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.gateway_latency",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("python -m tools.gateway_latency", __doc__)
     parser.add_argument("--photos", type=int, default=40, help="photos sent each way (default: 40; one per class)")
     parser.add_argument("--rate", type=float, default=2.0, help="sends per second, both ways together (default: 2)")
     parser.add_argument("--gateway", help="the gateway's URL (default: http://FRUITS_GATEWAY_HOST:FRUITS_GATEWAY_PORT)")

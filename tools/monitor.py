@@ -11,19 +11,17 @@ The recipe is tools/stack/prometheus_server.py; this is its command line.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from core.settings import get_settings
+from tools import tool_parser
 from tools.stack.prometheus_server import CONFIG, DEFAULT_PORT, down, up
 from tools.stack.supervisor import run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.monitor", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("python -m tools.monitor", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start Prometheus on loopback against the local services")
     start.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"listen port (default {DEFAULT_PORT})")

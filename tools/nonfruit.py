@@ -17,7 +17,6 @@ a plain or gradient page). Sizes vary (64-640 px, not always square) as uploads 
 
 from __future__ import annotations
 
-import argparse
 import math
 import string
 from collections.abc import Iterator
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from tools import tool_parser
 
 KINDS = ("noise", "blank", "gradient", "text")
 _WORDS = (
@@ -135,8 +136,7 @@ def write_nonfruit(out_dir: Path, count: int, seed: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.nonfruit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = tool_parser("python -m tools.nonfruit", __doc__)
     parser.add_argument("out_dir", type=Path, help="folder to write not-a-fruit/ into")
     parser.add_argument("--count", type=int, default=500, help="images to write (default: 500)")
     parser.add_argument("--seed", type=int, default=8, help="seed (default: 8)")

@@ -14,7 +14,6 @@ whoever may write keys may delete them too; the IAM policies keep the two apart.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import IDENTITIES, Settings
+from tools import tool_parser
 
 
 class Bucket(StrEnum):
@@ -235,9 +235,7 @@ def markdown_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.s3_rights", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("python -m tools.s3_rights", __doc__)
     parser.add_argument("--iam", type=Path, metavar="DIR", help="write one IAM policy per identity into DIR")
     parser.add_argument(
         "--kms-key-arn", default=None, help="ARN of the SSE-KMS key the policies allow (default: none, SSE-S3)"

@@ -18,7 +18,6 @@ start."""
 
 from __future__ import annotations
 
-import argparse
 import random
 import signal
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 from core.datasets import list_images
 from core.settings import Settings
-from tools import FRUITS360_SAMPLE
+from tools import tool_parser
 from tools.bench_metrics import ensure_model, own_stack
 from tools.client import new_photo_id
 from tools.demo import percentile, spread
@@ -68,10 +67,7 @@ def maximum_rate(client: Settings, paths: list[Path], say: Callable[[str], None]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=FRUITS360_SAMPLE, help="dataset root (uses its Test split)")
+    parser = tool_parser("python -m tools.soak", __doc__, test_split=True)
     parser.add_argument("--minutes", type=int, default=20, help="minutes with a service killed in each (default 20)")
     parser.add_argument("--quiet-minutes", type=int, default=10, help="minutes without kills after (default 10)")
     parser.add_argument("--rate", type=float, default=None, help="photos per second (default: half the maximum)")

@@ -10,7 +10,6 @@ with ``fruits users add``. Ctrl-C stops the gateway and the services.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import signal
@@ -23,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from core.settings import PROJECT_ROOT, Settings, get_settings
-from tools import FRUITS360_SAMPLE
+from tools import FRUITS360_SAMPLE, tool_parser
 from tools.demo import prepare
 from tools.services import GATEWAY, Supervisor, start_service, start_services, stop_service, stop_services, wait_ready
 
@@ -101,9 +100,7 @@ def run(settings: Settings, data: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("python -m tools.web", __doc__)
     parser.add_argument(
         "--data", type=Path, default=FRUITS360_SAMPLE,
         help=f"Fruits-360 root to train on if no bundle is current (default: {FRUITS360_SAMPLE})",

@@ -27,20 +27,17 @@ on the stack's own single broker (replication 1, min.insync.replicas 1).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from core.settings import MissingCredentials, get_settings
-from tools import kafka_acls
+from tools import kafka_acls, tool_parser
 from tools.provision import ProvisionError
 from tools.stack import print_status, provision_servers, start_stack, stop_stack
 from tools.stack.supervisor import StackError, run_command
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tools.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = tool_parser("python -m tools.stack", __doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start Kafka and SeaweedFS if needed, wait for them, create topics and buckets")
     down = commands.add_parser("down", help="stop the servers started in the state dir, keeping their data")
