@@ -7,7 +7,8 @@ Each run measures, with the five services started once and warmed up:
 - the end-to-end throughput through Kafka and the five services at full load, their ratio,
   and the CPU per record of each service, of the broker and of S3 (from /proc: other load
   on a shared machine does not count), with the broker's CPU per transaction;
-- at half of that throughput: the send→prediction latency and the waterfall of each hop
+- at half of that throughput (or at ``--half-load-rate``, the same for every run and
+  variant, so that a change's latency is compared at one rate): the send→prediction latency and the waterfall of each hop
   (``core.hops``: the wait before each stage, its processing, its produce, from the hop
   headers of the predictions; each stage's commit wait from its /metrics), over the photos
   sent after the first prediction came back; the start-up before it is its own figure; and
@@ -222,9 +223,11 @@ def one_run(
     photos: int,
     latency_seconds: float,
     profiles: Path | None = None,
+    half_load_rate: float | None = None,
 ) -> dict[str, float]:
     """One measurement: the figures of the module docstring, flat (``name → value``); the
-    full-load run is profiled into ``profiles`` if given. ``sender``: the client's producer,
+    full-load run is profiled into ``profiles`` if given; the latency is measured at
+    ``half_load_rate`` photos/s, by default half the end-to-end throughput. ``sender``: the client's producer,
     already warm (see ``tools.roundtrip.round_trip``)."""
     figures: dict[str, float] = {}
     alone, alone_cpu = featurizer_throughput(settings, spread(test, 1000).paths)
@@ -250,7 +253,7 @@ def one_run(
         figures["kafka_cpu_ms_per_transaction"] = 1000 * kafka_cpu / transactions
         figures["records_per_transaction"] = 5 * done / transactions
 
-    rate = end_to_end / 2
+    rate = half_load_rate or end_to_end / 2
     photos_half = labelled_photos(spread(test, int(rate * latency_seconds)))[0]
     cpu_before, scraped_before = meter.read(), {key: scrape(s) for key, s in services.items()}
     half = round_trip(settings, photos_half, rate=rate, progress=f"half load ({rate:.0f}/s)", sender=sender)
@@ -309,6 +312,7 @@ def print_table(summary: dict[str, dict[str, float]], out: Callable[[str], objec
     out(f"  featurizer alone              {cell('featurizer_alone_per_s')} images/s")
     out(f"  end to end (5 services)       {cell('end_to_end_per_s')} images/s")
     out(f"  ratio end-to-end / alone      {cell('ratio', 2)}  (target ≥ 0.80)")
+    out(f"  half load                     {cell('half_load_per_s')} photos/s")
     out(f"  latency p50 at half load      {cell('latency_ms.p50')} ms")
     out(f"  latency p95                   {cell('latency_ms.p95')} ms")
     out(f"  latency p99                   {cell('latency_ms.p99')} ms  (target ≤ 150 ms)")
@@ -371,6 +375,10 @@ def main() -> int:
     parser = tool_parser("fruits-bench", __doc__, test_split=True)
     parser.add_argument("--photos", type=int, default=3000, help="photos for each full-load run (default 3000)")
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="length of each half-load run")
+    parser.add_argument(
+        "--half-load-rate", type=float, default=None, metavar="PHOTOS_PER_S",
+        help="rate of the latency runs (default: half of each run's end-to-end throughput)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="runs to take the median of (default 3)")
     parser.add_argument(
         "--variant",
@@ -391,6 +399,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.half_load_rate is not None and args.half_load_rate <= 0:
+        parser.error("--half-load-rate must be positive")
     configurations = {BASELINE: {}, **dict(args.variant)}
     if len(configurations) != len(args.variant) + 1:
         parser.error("each --variant needs a name of its own")
@@ -420,9 +430,10 @@ def main() -> int:
                 round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up", sender=sender)
                 first = args.profile and index == 0 and name == BASELINE
                 profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if first else None
-                runs[name].append(
-                    one_run(settings, services, sender, test, args.photos, args.latency_seconds, profiles)
+                figures = one_run(
+                    settings, services, sender, test, args.photos, args.latency_seconds, profiles, args.half_load_rate
                 )
+                runs[name].append(figures)
                 if profiles is not None:
                     print(f"flame graphs: {profiles}")
                 for key, service in services.items():
@@ -453,6 +464,7 @@ def main() -> int:
         "featurizer": featurizer_id,
         "machine": host,
         "arguments": {"photos": args.photos, "latency_seconds": args.latency_seconds, "repeats": args.repeats,
+                      "half_load_rate": args.half_load_rate,
                       "replicas": dict(args.replicas)},
         "configurations": {
             name: {"environment": configurations[name], "summary": summaries[name], "runs": runs[name],
