@@ -10,6 +10,7 @@ from typing import Any
 
 from botocore import exceptions as boto
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.utils import determine_content_length
 
 from core.errors import DependencyError, Reason, RecordError
 from core.settings import Settings
@@ -29,6 +30,12 @@ OUTAGE_CODES = frozenset({
 })  # fmt: skip
 """S3 error codes that are the service's state or our credentials, never the record's fault."""
 
+
+EXPECT_CONTINUE_MIN_BYTES = 1 << 20
+"""Smallest body a request first asks leave to send (``Expect: 100-continue``). botocore
+asks for every body; for a photo that costs a round trip, the server's interim answer and
+25 one-byte TLS reads — 0.1 ms of client and 0.1 ms of server CPU per 5-KB put (measured) —
+to save resending a body S3 would refuse, which only pays for large ones."""
 
 ENCRYPTED_WRITES = ("PutObject", "CreateMultipartUpload", "CopyObject")
 """The requests that create objects: each asks for the configured server-side encryption."""
@@ -56,7 +63,20 @@ def s3_client(settings: Settings) -> Any:
 
         for operation in ENCRYPTED_WRITES:
             client.meta.events.register(f"provide-client-params.s3.{operation}", encrypt)
+    # After botocore's own before-call handler, which adds the header.
+    client.meta.events.register("before-call.s3", expect_continue_for_large_bodies)
     return client
+
+
+def expect_continue_for_large_bodies(params: dict[str, Any], **_: Any) -> None:
+    """Drop botocore's ``Expect: 100-continue`` from a request whose body is smaller than
+    EXPECT_CONTINUE_MIN_BYTES (or of unknown length: kept)."""
+    headers = params.get("headers", {})
+    if headers.get("Expect") != "100-continue":
+        return
+    size = determine_content_length(params.get("body"))
+    if size is not None and size < EXPECT_CONTINUE_MIN_BYTES:
+        del headers["Expect"]
 
 
 def _client(settings: Settings) -> Any:
