@@ -224,6 +224,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_services(args: argparse.Namespace) -> int:
     from tools.services import GATEWAY, Supervisor, start_service, start_services, stop_services, wait_ready
+    from tools.stack.prometheus_server import publish_replicas
 
     settings = get_settings()  # each service acts as itself (tools.services)
     log_dir = settings.state_dir / "logs"
@@ -244,6 +245,9 @@ def cmd_services(args: argparse.Namespace) -> int:
             return 1
         print(f"gateway on http://{settings.gateway_host}:{settings.gateway_port}/", file=sys.stderr)
     print(f"services running (logs in {log_dir}); one that exits is started again; Ctrl-C stops them", file=sys.stderr)
+    # The local Prometheus (`make monitor`) scrapes the replicas beyond the first while they run.
+    running = [(service.name, service.slot or 0, service.metrics_port) for service in services.values()]
+    publish_replicas(settings, [(name, slot, port) for name, slot, port in running if port])
     supervisor = Supervisor(services, log_dir)
     try:
         while True:
@@ -253,6 +257,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         return 0
     finally:
         stop_services(supervisor.services)
+        publish_replicas(settings, [])
         if supervisor.restarts:
             print(f"restarts: {dict(supervisor.restarts)}", file=sys.stderr)
 

@@ -5,16 +5,27 @@ its recording and alert rules, on 127.0.0.1 (default port 19090).
 It uses Debian's ``prometheus`` package (``make setup`` installs it), with its own port and
 data dir (FRUITS_STATE_DIR/prometheus, kept by ``down``), never the package's system
 service. Its log is FRUITS_STATE_DIR/logs/prometheus.log.
+
+The config lists each service's first replica. The others come and go with
+`fruits services --replicas`, which names them in FRUITS_STATE_DIR/prometheus-targets/
+(``publish_replicas``). Prometheus reads that folder by file-based discovery, so a
+replica is scraped while it runs and alerted on if it dies, and it is not listed once
+it is stopped on purpose. The config Prometheus runs is ``running_config``: the given one
+with that discovery added to its ``fruits`` job.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
+
+import yaml
 
 from core.settings import PROJECT_ROOT, Settings
 from tools.stack.supervisor import StackError, check_free, our_pid, spawn, stop, wait_ready
@@ -23,6 +34,51 @@ CONFIG = PROJECT_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 DEFAULT_PORT = 19090
 NAME = "prometheus"
 START_TIMEOUT_S = 60.0
+SERVICES_JOB = "fruits"
+"""The scrape job of the services: the replicas' targets are added to it."""
+REPLICA_TARGETS = "services.json"
+
+
+def targets_dir(settings: Settings) -> Path:
+    """The folder of file-discovered targets (``publish_replicas``)."""
+    return settings.state_dir.resolve() / "prometheus-targets"
+
+
+def running_config(settings: Settings, config: Path) -> Path:
+    """``config`` as Prometheus runs it, written beside its data: its rule files by absolute
+    path (they are relative to ``config``) and the services' job also reading its targets
+    from ``targets_dir``."""
+    document = yaml.safe_load(config.read_text())
+    document["rule_files"] = [str((config.parent / path).resolve()) for path in document.get("rule_files", [])]
+    folder = targets_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)  # Prometheus watches a folder only if it exists
+    for job in document.get("scrape_configs", []):
+        if job.get("job_name") == SERVICES_JOB:
+            job["file_sd_configs"] = [{"files": [str(folder / "*.json")]}]
+    path = settings.state_dir.resolve() / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# Written by tools.stack.prometheus_server from {config}: change that file.\n")
+    with path.open("a") as out:
+        yaml.safe_dump(document, out, sort_keys=False)
+    return path
+
+
+def publish_replicas(settings: Settings, replicas: Iterable[tuple[str, int, int]]) -> Path:
+    """Name the running replicas beyond each service's first, as ``(service, slot, metrics
+    port)``, for Prometheus to scrape (the first replica is in the config). Written whole
+    and renamed into place, so Prometheus never reads half a file; none: the file is emptied."""
+    groups = [
+        {"targets": [f"127.0.0.1:{port}"], "labels": {"service": service}}
+        for service, slot, port in sorted(replicas)
+        if slot
+    ]
+    folder = targets_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / REPLICA_TARGETS
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(groups, indent=1) + "\n")
+    os.replace(partial, path)
+    return path
 
 
 def prometheus_binary() -> str:
@@ -71,7 +127,7 @@ def up(settings: Settings, port: int = DEFAULT_PORT, config: Path = CONFIG, time
     data = settings.state_dir.resolve() / NAME
     data.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    pid = spawn(settings, NAME, prometheus_argv(config.resolve(), data, port))
+    pid = spawn(settings, NAME, prometheus_argv(running_config(settings, config.resolve()), data, port))
     wait_ready(
         settings, NAME, lambda _: None if ready(url) else f"{url}/-/ready does not answer", pid, started, timeout
     )
