@@ -1,7 +1,7 @@
 """Who may do what on Kafka: the principals of Fruits! and their rights, in one table
 (``rights``), and provisioning them as ``admin``: SCRAM users (``ensure_users``: the
 embedded broker only, whose passwords the local stack made) and ACLs (``ensure_acls``: any
-cluster with SASL where admin may create them). ``python -m tools.stack acls`` prints it.
+cluster with SASL where admin may create them; a right the table no longer gives is removed). ``python -m tools.stack acls`` prints it.
 
 Principals are ``User:<identity>`` (``core.settings.IDENTITIES``). ``admin`` is the brokers'
 super user: provisioning, and operators' tools; it alone reads the dead-letter topic, whose
@@ -135,15 +135,16 @@ def _admin(settings: Settings) -> AdminClient:
     return AdminClient(client_config(settings))
 
 
-def _results(futures: Iterable[tuple[object, object]], what: str) -> None:
+def _results(futures: Iterable[tuple[object, object]], action: str) -> None:
+    """Wait for each future of an admin request; ``action`` (``create ACL``) names it in errors."""
     for item, future in futures:
         try:
             future.result()  # type: ignore[attr-defined]
         except KafkaException as exc:
             error = exc.args[0]
             if error.code() == KafkaError.SECURITY_DISABLED:
-                raise ProvisionError(f"cannot create {what}: the Kafka cluster has no authorizer ({error})") from exc
-            raise ProvisionError(f"cannot create {what} {item}: {error}") from exc
+                raise ProvisionError(f"cannot {action}: the Kafka cluster has no authorizer ({error})") from exc
+            raise ProvisionError(f"cannot {action} {item}: {error}") from exc
 
 
 def ensure_users(settings: Settings, passwords: dict[str, str]) -> list[str]:
@@ -153,22 +154,59 @@ def ensure_users(settings: Settings, passwords: dict[str, str]) -> list[str]:
     info = ScramCredentialInfo(mechanism, SCRAM_ITERATIONS)
     upserts = [UserScramCredentialUpsertion(user, info, password.encode()) for user, password in passwords.items()]
     admin = _admin(settings)  # kept until the futures are done: deleting it cancels them
-    _results(admin.alter_user_scram_credentials(upserts).items(), "SCRAM user")
+    _results(admin.alter_user_scram_credentials(upserts).items(), "create SCRAM user")
     return list(passwords)
 
 
-def ensure_acls(settings: Settings) -> int:
-    """Create the ACLs of the table that the cluster lacks; return how many were created.
-    ACLs the table no longer has are left for an operator to remove."""
+@dataclass(frozen=True)
+class AclChanges:
+    created: int
+    removed: int
+
+    def __str__(self) -> str:
+        return f"{self.created} created, {self.removed} removed"
+
+
+def topics(settings: Settings) -> set[str]:
+    """The topics of this deployment (``tools.provision`` creates them)."""
+    return {*settings.data_topics(), settings.topic_feedback, settings.topic_dead_letter}
+
+
+def stale(binding: AclBinding, settings: Settings, wanted: set[AclBinding]) -> bool:
+    """Whether ``binding`` is a right the table no longer gives (an older release's): an
+    ALLOW of one of our principals, on one of this deployment's topics or on any group or
+    transactional id, that is not in the table. Never a DENY (an operator's block), another
+    principal's ACL, or one on another deployment's topics sharing the cluster."""
+    return (
+        binding not in wanted
+        and binding.permission_type == AclPermissionType.ALLOW
+        and binding.principal in {f"User:{principal}" for principal in rights(settings)}
+        and (binding.restype != TOPIC or binding.name in topics(settings))
+    )
+
+
+def ensure_acls(settings: Settings) -> AclChanges:
+    """Make the cluster's ACLs of our principals what the table says: create the ones it
+    lacks, and remove the ``stale`` ones, so that a right taken out of the table (say a
+    principal that no longer needs a topic) is also taken from the cluster."""
     admin = _admin(settings)
     everything = AclBindingFilter(
         ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY, AclPermissionType.ANY
     )
     try:
-        existing = set(admin.describe_acls(everything).result())
+        existing = admin.describe_acls(everything).result()
     except KafkaException as exc:
         raise ProvisionError(f"cannot list the ACLs of {settings.kafka_bootstrap_servers}: {exc.args[0]}") from exc
-    missing = [binding for binding in bindings(settings) if binding not in existing]
+    wanted = bindings(settings)
+    missing = [binding for binding in wanted if binding not in set(existing)]
     if missing:
-        _results(admin.create_acls(missing).items(), "ACL")
-    return len(missing)
+        _results(admin.create_acls(missing).items(), "create ACL")
+    removed = [binding for binding in existing if stale(binding, settings, set(wanted))]
+    if removed:
+        exact = [
+            AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
+                             b.permission_type)
+            for b in removed
+        ]  # fmt: skip
+        _results(admin.delete_acls(exact).items(), "remove ACL")
+    return AclChanges(len(missing), len(removed))

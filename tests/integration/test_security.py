@@ -13,9 +13,25 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from pydantic import SecretStr
 
-from core.kafka import check_reachable, consumer_config, metadata_problem, producer_config, stage_transactional_id
+from core.kafka import (
+    check_reachable,
+    client_config,
+    consumer_config,
+    metadata_problem,
+    producer_config,
+    stage_transactional_id,
+)
 from core.settings import IDENTITIES, Settings
 from tests.integration import as_identity
 from tools.client import PredictionReader
@@ -119,6 +135,52 @@ def test_the_client_reads_predictions_but_not_the_dead_letters(settings: Setting
     with pytest.raises(RuntimeError, match="TOPIC_AUTHORIZATION_FAILED"):
         PredictionReader(client, topic=settings.topic_dead_letter)
     PredictionReader(as_identity(settings, ADMIN), topic=settings.topic_dead_letter).close()  # operators may
+
+
+def reads_dead_letters(settings: Settings) -> bool:
+    try:
+        PredictionReader(as_identity(settings, "client"), topic=settings.topic_dead_letter).close()
+        return True
+    except RuntimeError:
+        return False
+
+
+def eventually(check, timeout: float = 15.0) -> bool:
+    """``check()`` true within ``timeout`` s (the authorizer takes new ACLs from the metadata log)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def test_provisioning_takes_back_a_right_the_table_no_longer_gives(settings: Settings) -> None:
+    """As after an upgrade that narrowed the client's rights: a stale ALLOW is removed, an
+    operator's DENY of the same principal stays."""
+
+    def acl(operation, permission):
+        return AclBinding(ResourceType.TOPIC, settings.topic_dead_letter, ResourcePatternType.LITERAL,
+                          "User:client", "*", operation, permission)  # fmt: skip
+
+    old_right, block = acl(AclOperation.READ, AclPermissionType.ALLOW), acl(AclOperation.WRITE, AclPermissionType.DENY)
+    admin = AdminClient(client_config(as_identity(settings, ADMIN)))
+    for future in admin.create_acls([old_right, block]).values():
+        future.result()
+    try:
+        assert eventually(lambda: reads_dead_letters(settings)), "the old right never took effect"
+        assert ensure_acls(settings).removed == 1
+        assert eventually(lambda: not reads_dead_letters(settings)), "the client still reads the dead letters"
+        remaining = admin.describe_acls(AclBindingFilter(
+            ResourceType.TOPIC, settings.topic_dead_letter, ResourcePatternType.LITERAL, "User:client", None,
+            AclOperation.ANY, AclPermissionType.ANY)).result()  # fmt: skip
+        assert remaining == [block]
+        assert ensure_acls(settings).removed == 0
+    finally:
+        for future in admin.delete_acls([AclBindingFilter(
+            block.restype, block.name, block.resource_pattern_type, block.principal, block.host, block.operation,
+            block.permission_type)]).values():  # fmt: skip
+            future.result()
 
 
 @pytest.mark.parametrize(("owner", "allowed"), [("ingest", True), ("featurize", False)])

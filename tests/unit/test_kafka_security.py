@@ -10,14 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 from pydantic import SecretStr
 
 from core.kafka import client_config, stage_group_id, stage_transactional_id
 from core.settings import IDENTITIES, PIPELINE_SERVICES, MissingCredentials, Settings, jaas_config
 from spark.session import kafka_options
 from tools.client import READER_GROUP_PREFIX
-from tools.kafka_acls import ADMIN, bindings, lake_topics, rights
+from tools.kafka_acls import ADMIN, bindings, lake_topics, rights, stale
 from tools.stack.kafka_server import BrokerSecurity, properties
 
 READ, WRITE = AclOperation.READ, AclOperation.WRITE
@@ -216,3 +216,29 @@ def test_secured_broker_authenticates_everyone_and_denies_by_default(tmp_path: P
     } <= lines
     jaas = next(line for line in lines if line.startswith("listener.name.broker.scram-sha-512.sasl.jaas.config="))
     assert 'username="admin" password="pw"' in jaas
+
+
+def allow(
+    principal: str,
+    resource: ResourceType,
+    name: str,
+    operation: AclOperation = AclOperation.READ,
+    permission: AclPermissionType = AclPermissionType.ALLOW,
+) -> AclBinding:
+    return AclBinding(resource, name, ResourcePatternType.LITERAL, f"User:{principal}", "*", operation, permission)
+
+
+def test_a_right_the_table_no_longer_gives_is_stale_and_nothing_else_is() -> None:
+    settings = Settings(kafka_security_protocol="PLAINTEXT")
+    wanted = set(bindings(settings))
+    topic, group = ResourceType.TOPIC, ResourceType.GROUP
+    # An older release's rights of our principals: removed.
+    assert stale(allow("client", topic, settings.topic_dead_letter), settings, wanted)
+    assert stale(allow("predict", topic, settings.topic_photos, AclOperation.WRITE), settings, wanted)
+    assert stale(allow("gateway", group, "fruits-old-group"), settings, wanted)
+    # What the table gives, an operator's DENY, another principal's right, another deployment's topic: kept.
+    assert not any(stale(binding, settings, wanted) for binding in wanted)
+    deny = allow("client", topic, settings.topic_dead_letter, permission=AclPermissionType.DENY)
+    assert not stale(deny, settings, wanted)
+    assert not stale(allow("auditor", topic, settings.topic_dead_letter), settings, wanted)
+    assert not stale(allow("client", topic, "other-app.photos"), settings, wanted)

@@ -69,7 +69,7 @@ def _provision(settings: Settings, acls: bool = True) -> Settings:
             del passwords[kafka_acls.ADMIN]  # made when the storage was formatted
             print(f"kafka: SCRAM users: {', '.join(kafka_acls.ensure_users(settings, passwords))}", flush=True)
         if acls:
-            print(f"kafka: ACLs created: {kafka_acls.ensure_acls(settings)} (`python -m tools.stack acls`)", flush=True)
+            print(f"kafka: ACLs: {kafka_acls.ensure_acls(settings)} (`python -m tools.stack acls`)", flush=True)
     if our_pid(settings, seaweedfs_server.NAME):  # its identities get their rights on these buckets first
         seaweedfs_server.allow_buckets(settings)
     print(f"s3: buckets created: {', '.join(provision.ensure_buckets(settings)) or 'none (all exist)'}", flush=True)
