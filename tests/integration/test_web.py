@@ -6,8 +6,10 @@ Screenshots at 375 px and 1280 px wide go to tests/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
+import urllib.error
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +179,45 @@ def test_log_in_send_a_photo_see_the_answer_and_correct_it(trained: Settings, ga
     assert (record.correct, record.corrected_type, record.predicted_type) == (False, CORRECTION, "banana")
     assert record.predicted_label.startswith("Banana") and not record.unsure
     assert record.model_versions.classifier_version == current
+
+
+def test_the_page_says_why_the_gateway_refused_a_photo(trained: Settings, gateway: Gateway, browser, tmp_path) -> None:
+    """The gateway's own refusals (not the page's checks) reach the person as the page's
+    words: a file named .jpg that is not a photo (415), one over FRUITS_MAX_IMAGE_BYTES (413),
+    and one photo too many (429, with the wait from Retry-After)."""
+    token = add_user(f"web-refused-{uuid.uuid4().hex[:6]}")
+    find = browser.find_element
+    browser.get(f"{gateway.url}/")
+    find(By.ID, "token").send_keys(token)
+    find(By.ID, "login-submit").click()
+    WebDriverWait(browser, 30).until(lambda d: find(By.ID, "app").is_displayed())
+
+    def refusal(path: Path) -> str:
+        find(By.ID, "photo-input").send_keys(str(path))
+        error = find(By.ID, "upload-error")
+        WebDriverWait(browser, 60).until(lambda d: error.is_displayed() and error.text)
+        text = error.text
+        browser.execute_script("arguments[0].hidden = true; arguments[0].textContent = ''", error)
+        find(By.ID, "photo-input").clear()
+        return text
+
+    not_a_photo = tmp_path / "not-a-photo.jpg"  # the browser declares it image/jpeg by its name
+    not_a_photo.write_bytes(b"%PDF-1.4\n" + b"0" * 2_000)
+    assert refusal(not_a_photo) == "That file is not a photo the service can read. Send a JPEG, PNG or WebP image."
+
+    too_large = tmp_path / "too-large.jpg"
+    with too_large.open("wb") as out:
+        out.write(CANDIDATES[0].read_bytes())
+        out.truncate(trained.max_image_bytes + 1)
+    assert refusal(too_large) == "That photo is too large. Try a smaller one (or a lower camera resolution)."
+
+    # Spend the rest of the user's burst through the API (each refused as not a photo).
+    for _ in range(trained.gateway_upload_burst):
+        try:
+            gateway.call("POST", "/v1/photos", token, not_a_photo.read_bytes(), "image/jpeg")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429:
+                break
+            assert exc.code == 415, exc
+    message = refusal(CANDIDATES[0])
+    assert re.fullmatch(r"You are sending photos faster than allowed\. Try again in \d+ s\.", message), message
