@@ -8,14 +8,14 @@ Each run measures, with the five services started once and warmed up:
   and the CPU per record of each service, of the broker and of S3 (from /proc: other load
   on a shared machine does not count), with the broker's CPU per transaction;
 - at half of that throughput (or at ``--half-load-rate``, the same for every run and
-  variant, so that a change's latency is compared at one rate): the send→prediction latency and the waterfall of each hop
-  (``core.hops``: the wait before each stage, its processing, its produce, from the hop
-  headers of the predictions; each stage's commit wait from its /metrics), over the photos
-  sent after the first prediction came back; the start-up before it is its own figure; and
+  variant, so that a change's latency is compared at one rate): the send→prediction
+  latency and the waterfall of each hop (``core.hops``: the wait before each stage, its
+  processing, its produce, from the hop headers of the predictions; each stage's commit
+  wait from its /metrics), over the photos sent after the first prediction came back; the start-up before it is its own figure; and
   the CPU per record again, with the records per transaction (fewer than at full load: each
   transaction's fixed cost in the clients and the broker falls on fewer records).
 
-One client producer serves all of a run's photos, warm-up included, as a long-lived client
+One client producer sends all the bench's photos, warm-ups included, as a long-lived client
 (the gateway) keeps its own: a new producer's start-up is not the pipeline's latency.
 
 With ``--profile``, py-spy samples each service (and nothing else) during the first full-load
@@ -227,8 +227,8 @@ def one_run(
 ) -> dict[str, float]:
     """One measurement: the figures of the module docstring, flat (``name → value``); the
     full-load run is profiled into ``profiles`` if given; the latency is measured at
-    ``half_load_rate`` photos/s, by default half the end-to-end throughput. ``sender``: the client's producer,
-    already warm (see ``tools.roundtrip.round_trip``)."""
+    ``half_load_rate`` photos/s, by default half the end-to-end throughput. ``sender``: the
+    client's producer, already warm (see ``tools.roundtrip.round_trip``)."""
     figures: dict[str, float] = {}
     alone, alone_cpu = featurizer_throughput(settings, spread(test, 1000).paths)
     figures["featurizer_alone_per_s"] = alone
@@ -426,7 +426,7 @@ def main() -> int:
                 settings.state_dir / "logs", env=env, port_offset=port_offset, replicas=dict(args.replicas)
             )
             try:
-                # The JVM, the services and this client's producer (kept for the run, as a client keeps it).
+                # The JVM, the services and this client's producer (kept for the bench, as a client keeps it).
                 round_trip(settings, labelled_photos(spread(test, 600))[0], progress="warm-up", sender=sender)
                 first = args.profile and index == 0 and name == BASELINE
                 profiles = PROFILES_DIR / started.strftime("%Y%m%dT%H%M%SZ") if first else None

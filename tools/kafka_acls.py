@@ -1,7 +1,8 @@
 """Who may do what on Kafka: the principals of Fruits! and their rights, in one table
 (``rights``), and provisioning them as ``admin``: SCRAM users (``ensure_users``: the
 embedded broker only, whose passwords the local stack made) and ACLs (``ensure_acls``: any
-cluster with SASL where admin may create them; a right the table no longer gives is removed). ``python -m tools.stack acls`` prints it.
+cluster with SASL where admin may create them; a right the table no longer gives is taken
+back). ``python -m tools.stack acls`` prints it.
 
 Principals are ``User:<identity>`` (``core.settings.IDENTITIES``). ``admin`` is the brokers'
 super user: provisioning, and operators' tools; it alone reads the dead-letter topic, whose
@@ -197,11 +198,11 @@ def ensure_acls(settings: Settings) -> AclChanges:
         existing = admin.describe_acls(everything).result()
     except KafkaException as exc:
         raise ProvisionError(f"cannot list the ACLs of {settings.kafka_bootstrap_servers}: {exc.args[0]}") from exc
-    wanted = bindings(settings)
-    missing = [binding for binding in wanted if binding not in set(existing)]
+    wanted, present = set(bindings(settings)), set(existing)
+    missing = [binding for binding in bindings(settings) if binding not in present]
     if missing:
         _results(admin.create_acls(missing).items(), "create ACL")
-    removed = [binding for binding in existing if stale(binding, settings, set(wanted))]
+    removed = [binding for binding in existing if stale(binding, settings, wanted)]
     if removed:
         exact = [
             AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation,
