@@ -11,9 +11,10 @@ Each run measures, with the five services started once and warmed up:
   variant, so that a change's latency is compared at one rate): the send→prediction
   latency and the waterfall of each hop (``core.hops``: the wait before each stage, its
   processing, its produce, from the hop headers of the predictions; each stage's commit
-  wait from its /metrics), over the photos sent after the first prediction came back; the start-up before it is its own figure; and
-  the CPU per record again, with the records per transaction (fewer than at full load: each
-  transaction's fixed cost in the clients and the broker falls on fewer records).
+  wait from its /metrics), over the photos sent after the first prediction came back; the
+  start-up before it is its own figure; and the CPU per record again, with the records per
+  transaction (fewer than at full load: each transaction's fixed cost in the clients and
+  the broker falls on fewer records).
 
 One client producer sends all the bench's photos, warm-ups included, as a long-lived client
 (the gateway) keeps its own: a new producer's start-up is not the pipeline's latency.
