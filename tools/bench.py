@@ -163,11 +163,17 @@ def committed_transactions(samples: dict) -> float:
     )
 
 
-def cpu_figures(prefix: str, before: dict[str, float], after: dict[str, float], records: int) -> dict[str, float]:
+def cpu_figures(
+    prefix: str, before: dict[str, float], after: dict[str, float], records: int, featurizer_ms: float | None = None
+) -> dict[str, float]:
     """``prefix.<process>``: CPU ms per record of each process between two ``CpuMeter`` readings,
-    and ``prefix.total``."""
+    and ``prefix.total``; given the featurizer alone's CPU per image, also
+    ``prefix.outside_featurizer`` (the total without it)."""
     figures = {f"{prefix}.{name}": 1000 * (after[name] - before[name]) / records for name in before}
-    return figures | {f"{prefix}.total": sum(figures.values())}
+    figures[f"{prefix}.total"] = total = sum(figures.values())
+    if featurizer_ms is not None:
+        figures[f"{prefix}.outside_featurizer"] = total - featurizer_ms
+    return figures
 
 
 def transactions_between(before: dict[str, dict], after: dict[str, dict]) -> float:
@@ -244,10 +250,8 @@ def one_run(
     end_to_end = done / (max(full.received_at.values()) - min(full.sent_at.values()))
     figures |= {"end_to_end_per_s": end_to_end, "ratio": end_to_end / alone, "full_load_missing": len(full.missing())}
     figures["full_load_duplicates"] = full.duplicates()
-    figures |= cpu_figures("cpu_ms_per_record", cpu_before, cpu_after, done)
-    figures["cpu_ms_per_record.outside_featurizer"] = (
-        figures["cpu_ms_per_record.total"] - figures["featurizer_alone_cpu_ms_per_image"]
-    )
+    featurizer_ms = figures["featurizer_alone_cpu_ms_per_image"]
+    figures |= cpu_figures("cpu_ms_per_record", cpu_before, cpu_after, done, featurizer_ms)
     transactions = transactions_between(scraped_before, scraped_after)
     if kafka_server.NAME in cpu_before and transactions:
         kafka_cpu = cpu_after[kafka_server.NAME] - cpu_before[kafka_server.NAME]
@@ -261,10 +265,7 @@ def one_run(
     cpu_after, scraped_after = meter.read(), {key: scrape(s) for key, s in services.items()}
     # Transactions shrink at half load (the loops keep up, so each commits what little has come):
     # the per-transaction cost of clients and broker falls on fewer records.
-    figures |= cpu_figures("half_load_cpu_ms_per_record", cpu_before, cpu_after, len(half.predictions))
-    figures["half_load_cpu_ms_per_record.outside_featurizer"] = (
-        figures["half_load_cpu_ms_per_record.total"] - figures["featurizer_alone_cpu_ms_per_image"]
-    )
+    figures |= cpu_figures("half_load_cpu_ms_per_record", cpu_before, cpu_after, len(half.predictions), featurizer_ms)
     if transactions := transactions_between(scraped_before, scraped_after):
         figures["half_load_records_per_transaction"] = 5 * len(half.predictions) / transactions
     # As `fruits demo`: the time to the first prediction (the services' idle connections) on its own.

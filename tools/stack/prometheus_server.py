@@ -55,11 +55,9 @@ def running_config(settings: Settings, config: Path) -> Path:
     for job in document.get("scrape_configs", []):
         if job.get("job_name") == SERVICES_JOB:
             job["file_sd_configs"] = [{"files": [str(folder / "*.json")]}]
-    path = settings.state_dir.resolve() / "prometheus.yml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# Written by tools.stack.prometheus_server from {config}: change that file.\n")
-    with path.open("a") as out:
-        yaml.safe_dump(document, out, sort_keys=False)
+    path = settings.state_dir.resolve() / "prometheus.yml"  # the state dir exists: targets_dir is in it
+    header = f"# Written by tools.stack.prometheus_server from {config}: change that file.\n"
+    path.write_text(header + yaml.safe_dump(document, sort_keys=False))
     return path
 
 
